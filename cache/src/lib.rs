@@ -1,0 +1,1 @@
+//! streamcache-cache (being written).

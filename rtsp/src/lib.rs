@@ -1,0 +1,1 @@
+//! streamcache-rtsp (being written).
