@@ -1,1 +1,257 @@
-fn main() {}
+//! streamcache: a caching RTSP streaming proxy.
+//!
+//! The path of a request through the code (see `docs/` and the design notes):
+//! `serve` (RTSP server for players) → `catalog` (URL → presentation, one hub
+//! per key) → `hub` (one `origin` session, fan-out, recording into the
+//! `streamcache_cache` store) → `serve::delivery` (to each player).
+
+mod catalog;
+mod config;
+mod hub;
+mod mounts;
+mod origin;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use streamcache_cache::{Store, StoreConfig};
+use streamcache_rtsp::framing::Limits;
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::hub::HubSettings;
+use crate::mounts::{Mounts, OriginTiming};
+
+const DEFAULT_CONFIG: &str = "/etc/streamcache/streamcache.toml";
+
+#[derive(Parser)]
+#[command(version, about = "Caching streaming proxy for RTSP origins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the caching RTSP proxy.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; prints every problem with its line.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Inspect and maintain the cache a configuration points at (safe while
+    /// the daemon runs).
+    Cache {
+        /// Configuration file naming the cache directory.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// List cached presentations.
+    Ls,
+    /// Check every record's checksum; exits 1 if anything is corrupt.
+    Verify {
+        /// Only this presentation key.
+        key: Option<String>,
+    },
+    /// Remove a presentation from the cache.
+    Purge {
+        key: String,
+        /// Remove it even while it is being played or recorded.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => load(&config).and_then(serve),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Cache { config, action } => load(&config).and_then(|c| cache(&c, action)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("streamcache: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: valid ({} mount{})",
+                path.display(),
+                config.mounts.len(),
+                if config.mounts.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for problem in &e.problems {
+                println!("{}: {problem}", path.display());
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store_config = StoreConfig {
+        budget_bytes: config.cache.disk_budget.0,
+        segment_max_bytes: config.cache.segment_size.0,
+        segment_max_duration_ns: config.cache.segment_secs.saturating_mul(1_000_000_000),
+    };
+    let dir = &config.cache.dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let (store, problems) = Store::open(dir, store_config)
+        .with_context(|| format!("cannot open cache {}", dir.display()))?;
+    for problem in problems {
+        warn!(error = %problem, "cache entry skipped");
+    }
+    Ok(store)
+}
+
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_server(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_server(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let mounts = Mounts::from_config(&config);
+    if mounts.is_empty() {
+        warn!("no mounts configured: every request will be answered 404 until [[mount]] sections are added");
+    }
+    for mount in mounts.iter() {
+        info!(path = %mount.path, origin = %mount.origin, transport = ?mount.transport, "mount");
+    }
+    let timing = OriginTiming::from_config(&config);
+    let catalog = Catalog::new(
+        store,
+        timing,
+        HubSettings {
+            queue_packets: config.rtsp.player_queue_packets,
+            linger: timing.linger,
+            reconnect_attempts: timing.reconnect_attempts,
+            gop_max_bytes: 8 << 20,
+        },
+    );
+    let listen = config
+        .rtsp
+        .listen_addr()
+        .context("rtsp.listen is not an address")?;
+    let listener = serve::bind(listen).await?;
+    let local = listener.local_addr().context("listener has no address")?;
+    let limits = Limits {
+        max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
+        max_headers: config.rtsp.max_headers,
+    };
+    let server = serve::Server::new(
+        catalog,
+        mounts,
+        limits,
+        config.rtsp.session_timeout(),
+        local,
+    );
+    tokio::select! {
+        result = server.run(listener) => result,
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    match action {
+        CacheAction::Ls => {
+            println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");
+            for entry in store.list() {
+                let held: u64 = entry
+                    .spans
+                    .iter()
+                    .map(|s| s.end_ns.saturating_sub(s.start_ns))
+                    .sum();
+                println!(
+                    "{:<10} {:>12} {:>9.1}s  {}",
+                    format!("{:?}", entry.state).to_lowercase(),
+                    entry.bytes,
+                    held as f64 / 1e9,
+                    entry.key
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheAction::Verify { key } => {
+            let mut bad = false;
+            for report in store.verify(key.as_deref()) {
+                let verdict = if report.is_ok() { "ok" } else { "CORRUPT" };
+                println!(
+                    "{verdict}: {} ({} segments, {} records, {} bytes)",
+                    report.key, report.segments, report.records, report.bytes
+                );
+                for problem in &report.problems {
+                    println!("  {problem}");
+                }
+                bad |= !report.is_ok();
+            }
+            Ok(if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        CacheAction::Purge { key, force } => {
+            store
+                .purge(&key, force)
+                .with_context(|| format!("cannot purge {key}"))?;
+            println!("purged {key}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,24 @@
-//! streamcache-rtsp (being written).
+//! Sans-io RTSP/RTP protocol pieces shared by streamcache's player-facing
+//! server and its origin client.
+//!
+//! Nothing in this crate touches a socket or a runtime: every function takes
+//! bytes or strings and gives back parsed values or bytes to send, so each
+//! piece can be unit-tested, property-tested and fuzzed on its own.
+//!
+//! - [`framing`]: split a byte stream into RTSP requests, responses and
+//!   `$`-interleaved binary frames, with size bounds.
+//! - [`transport`]: the `Transport` header (UDP unicast and TCP interleaved).
+//! - [`range`]: `Range: npt=`, `RTP-Info` and `Session` headers.
+//! - [`sdp`]: SDP parsing, control-URL resolution and rewriting.
+//! - [`auth`]: Basic and Digest authentication, client and server side.
+//! - [`rtp`]: RTP header view and rewrite, H.264/H.265 random-access
+//!   detection, RTCP sender/receiver reports and BYE.
+
+pub mod auth;
+pub mod framing;
+pub mod range;
+pub mod rtp;
+pub mod sdp;
+pub mod transport;
+
+pub use rtsp_types;

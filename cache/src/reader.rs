@@ -1,0 +1,214 @@
+//! Readers and cursors: zero-copy playback from the segment mappings, with a
+//! live tail and seeking.
+//!
+//! A cursor walks segments in play order (runs by first npt, then segment
+//! number). In each it reads only below the segment's `committed` offset, and
+//! moves on once the segment is sealed and read to its end. Every record's
+//! checksum is verified before it is handed out; a bad one is reported as an
+//! error naming file and offset, and the cursor skips the rest of that
+//! segment.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::format;
+use crate::presentation::Presentation;
+use crate::segment::{PlayOrder, Segment};
+use crate::{CacheError, Metadata, Record};
+
+/// Pins a presentation against eviction while it lives.
+struct Pin {
+    pres: Arc<Presentation>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.pres.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A presentation opened for reading. It and its cursors pin the
+/// presentation against eviction.
+pub struct Reader {
+    pin: Arc<Pin>,
+    meta: Metadata,
+}
+
+impl Reader {
+    /// `pres.readers` must already count this reader.
+    pub(crate) fn new(pres: Arc<Presentation>, meta: Metadata) -> Reader {
+        Reader {
+            pin: Arc::new(Pin { pres }),
+            meta,
+        }
+    }
+
+    /// The metadata as it was when the reader was opened.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// A cursor at the start of the presentation.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            pin: self.pin.clone(),
+            at: None,
+            last: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("key", &self.meta.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A forward cursor over a presentation's records.
+pub struct Cursor {
+    pin: Arc<Pin>,
+    at: Option<Position>,
+    /// Play order of the segment last entered (or skipped).
+    last: Option<PlayOrder>,
+}
+
+struct Position {
+    segment: Arc<Segment>,
+    map: Arc<Mmap>,
+    pos: u64,
+    /// `committed` as last seen.
+    end: u64,
+    /// A bad record was found: the rest of the segment is skipped.
+    broken: bool,
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Cursor");
+        d.field("key", &self.pin.pres.key);
+        if let Some(at) = &self.at {
+            d.field("segment", &at.segment.path)
+                .field("offset", &at.pos);
+        }
+        d.finish()
+    }
+}
+
+impl Cursor {
+    /// Moves to the random-access record at or before `npt_ns` (through the
+    /// sparse index), or to the start if there is none that early.
+    pub fn seek(&mut self, npt_ns: u64) -> Result<(), CacheError> {
+        let target = {
+            let state = self.pin.pres.lock();
+            state.seek_target(npt_ns).or_else(|| {
+                let first = state.next_after(None)?;
+                let start = first.header_len;
+                Some((first, start))
+            })
+        };
+        self.at = None;
+        self.last = None;
+        if let Some((segment, offset)) = target {
+            self.enter(segment, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The next record. `None` means caught up: either the end, or (while a
+    /// writer is at work) nothing more yet; call again later for a live tail
+    /// and see [`Cursor::is_complete`].
+    #[allow(clippy::should_implement_trait)] // records borrow the cursor: not an Iterator
+    pub fn next(&mut self) -> Option<Result<Record<'_>, CacheError>> {
+        match self.advance() {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+        let at = self.at.as_mut()?;
+        match format::decode_record(&at.map, at.pos, at.end) {
+            Ok((record, next)) => {
+                at.pos = next;
+                Some(Ok(record))
+            }
+            Err(stop) => {
+                let offset = at.pos;
+                at.broken = true;
+                at.pos = at.end;
+                Some(Err(CacheError::corrupt(
+                    &at.segment.path,
+                    offset,
+                    stop.describe(),
+                )))
+            }
+        }
+    }
+
+    /// The writer has finished and the cursor has read everything.
+    pub fn is_complete(&self) -> bool {
+        // Loaded first: once no writer is open, every segment is final.
+        if self.pin.pres.writing.load(Ordering::Acquire) {
+            return false;
+        }
+        let last = match &self.at {
+            None => self.last,
+            Some(at) => {
+                let done = at.broken || at.pos >= at.segment.committed.load(Ordering::Acquire);
+                if !done {
+                    return false;
+                }
+                Some(at.segment.play_order())
+            }
+        };
+        self.pin.pres.lock().next_after(last).is_none()
+    }
+
+    /// Makes `at` point at an unread record: `Ok(false)` if there is none.
+    fn advance(&mut self) -> Result<bool, CacheError> {
+        loop {
+            if let Some(at) = self.at.as_mut() {
+                if at.pos < at.end {
+                    return Ok(true);
+                }
+                if !at.broken {
+                    // Sealed first: once sealed, `committed` is final.
+                    let sealed = at.segment.sealed.load(Ordering::Acquire);
+                    let committed = at.segment.committed.load(Ordering::Acquire);
+                    if committed > at.end {
+                        at.end = committed;
+                        continue;
+                    }
+                    if !sealed {
+                        return Ok(false);
+                    }
+                }
+            }
+            let next = self.pin.pres.lock().next_after(self.last);
+            let Some(segment) = next else {
+                return Ok(false);
+            };
+            let start = segment.header_len;
+            self.enter(segment, start)?;
+        }
+    }
+
+    /// Positions the cursor at `offset` of `segment`. On error the cursor is
+    /// past the segment, so the next call moves on.
+    fn enter(&mut self, segment: Arc<Segment>, offset: u64) -> Result<(), CacheError> {
+        self.last = Some(segment.play_order());
+        self.at = None;
+        let map = segment.map()?;
+        let end = segment.committed.load(Ordering::Acquire);
+        self.at = Some(Position {
+            segment,
+            map,
+            pos: offset,
+            end,
+            broken: false,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Loading presentations from disk at [`crate::Store::open`], with crash
+//! recovery.
+//!
+//! A segment whose file ends in a valid trailer is taken as it is (its records
+//! are checked when read or verified). Any other segment was being written
+//! when the process died: its records are scanned, the verified prefix is
+//! kept, whatever follows is cut, and the segment is sealed with the
+//! `RECOVERED` trailer flag. A presentation whose metadata still says
+//! `recording` becomes `partial`.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use tracing::debug;
+
+use crate::format::{self, Inspected, ScanStop, Trailer};
+use crate::presentation::{
+    run_of_name, PresState, Presentation, META_FILE, PLAYED_FILE, SEGMENT_EXT,
+};
+use crate::segment::{Segment, SegmentInit};
+use crate::{fsutil, parse_metadata, CacheError, PresentationState};
+
+/// Loads the presentation in `dir`. Problems that do not prevent it from
+/// being used (a cut or skipped segment) go to `problems`; an error means the
+/// whole directory is skipped.
+pub fn load_presentation(
+    dir: &Path,
+    problems: &mut Vec<CacheError>,
+) -> Result<Presentation, CacheError> {
+    let meta_path = dir.join(META_FILE);
+    let meta_bytes = fs::read(&meta_path).map_err(|e| CacheError::io(&meta_path, e))?;
+    let mut meta = parse_metadata(&meta_path, &meta_bytes)?;
+    let mut state = PresState {
+        meta: meta.clone(),
+        runs: Vec::new(),
+        max_run: 0,
+    };
+    let mut bytes = 0;
+    let entries = fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CacheError::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            // An interrupted metadata replacement or segment creation.
+            if let Err(e) = fs::remove_file(&path) {
+                problems.push(CacheError::io(&path, e));
+            }
+            continue;
+        }
+        if path.extension().is_some_and(|x| x == SEGMENT_EXT) {
+            state.max_run = state.max_run.max(run_of_name(&name).unwrap_or(0));
+            match load_segment(&path, problems) {
+                Ok(Some(segment)) => state.add_segment(segment),
+                Ok(None) => {}
+                Err(e) => problems.push(e),
+            }
+        }
+        bytes += fs::metadata(&path).map_or(0, |m| m.len());
+    }
+    let last_played = fs::metadata(dir.join(PLAYED_FILE))
+        .or_else(|_| fs::metadata(&meta_path))
+        .and_then(|m| m.modified())
+        .map_or(0, fsutil::unix_ns);
+    // A writer that was still open died with the process.
+    if meta.state == PresentationState::Recording {
+        meta.state = PresentationState::Partial;
+    }
+    meta.spans = state.spans();
+    let presentation = Presentation::new(
+        meta.key.clone(),
+        dir.to_path_buf(),
+        state,
+        bytes,
+        last_played,
+    );
+    if meta != presentation.lock().meta {
+        match presentation.save_meta(&meta) {
+            Ok(()) => presentation.lock().meta = meta,
+            Err(e) => problems.push(e),
+        }
+    }
+    Ok(presentation)
+}
+
+/// Loads one segment file, recovering it if it was not sealed. `None` if it
+/// held no records and was removed.
+fn load_segment(
+    path: &Path,
+    problems: &mut Vec<CacheError>,
+) -> Result<Option<Arc<Segment>>, CacheError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| CacheError::io(path, e))?;
+    let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
+    if len == 0 {
+        return Err(CacheError::corrupt(path, 0, "empty segment file"));
+    }
+    // SAFETY: the store holds the directory lock, so no other process writes
+    // this file; this process has no writer on it yet.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
+    let (header, inspected) = format::inspect_segment(path, &map)?;
+    let trailer = match inspected {
+        Inspected::Sealed(trailer) => trailer,
+        Inspected::Unsealed(scan) => {
+            let flags = match &scan.stop {
+                ScanStop::Trailer(t) => t.flags,
+                ScanStop::Bad(what) => {
+                    debug!(path = %path.display(), offset = scan.records_end, what, "cutting segment");
+                    problems.push(CacheError::Recovered {
+                        path: path.to_path_buf(),
+                        offset: scan.records_end,
+                        kept_records: scan.record_count,
+                    });
+                    format::TRAILER_FINAL | format::TRAILER_RECOVERED
+                }
+                ScanStop::End | ScanStop::Zeroed => {
+                    format::TRAILER_FINAL | format::TRAILER_RECOVERED
+                }
+            };
+            drop(map);
+            if scan.record_count == 0 {
+                // Created, never written: nothing to keep.
+                fs::remove_file(path).map_err(|e| CacheError::io(path, e))?;
+                return Ok(None);
+            }
+            let trailer = Trailer {
+                records_end: scan.records_end,
+                record_count: scan.record_count,
+                min_ns: scan.min_ns,
+                max_ns: scan.max_ns,
+                flags,
+                index: scan.index,
+            };
+            seal(&file, path, &trailer)?;
+            trailer
+        }
+    };
+    let file_len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
+    Ok(Some(Segment::new(SegmentInit {
+        path: path.to_path_buf(),
+        header,
+        committed: trailer.records_end,
+        sealed: true,
+        file_len,
+        records: trailer.record_count,
+        min_ns: trailer.min_ns,
+        max_ns: trailer.max_ns,
+        index: trailer.index,
+    })))
+}
+
+/// Writes `trailer` after the kept records and cuts the file after it.
+fn seal(file: &File, path: &Path, trailer: &Trailer) -> Result<(), CacheError> {
+    let bytes = trailer.to_bytes();
+    let io = |e| CacheError::io(path, e);
+    file.write_all_at(&bytes, trailer.records_end).map_err(io)?;
+    file.set_len(trailer.records_end + bytes.len() as u64)
+        .map_err(io)?;
+    file.sync_data().map_err(io)
+}

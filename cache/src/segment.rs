@@ -1,0 +1,129 @@
+//! A segment as the store tracks it in memory: where its verified records end,
+//! whether it is sealed, its sparse index, and a shared read-only mapping.
+//!
+//! One `Segment` is shared by the writer (which publishes progress through
+//! `committed`) and every cursor. The writer stores `committed` with release
+//! ordering after copying a record into its own mapping; cursors load it with
+//! acquire ordering and only ever read bytes below it, which never change
+//! again. Both mappings are of the same page-cache pages, so what the writer
+//! copied is what readers see.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::format::{IndexEntry, SegmentHeader};
+use crate::{CacheError, NptSpan};
+
+/// Plays segments in this order: runs by first npt, then segments of a run.
+pub type PlayOrder = (u64, u32, u32);
+
+pub struct Segment {
+    pub path: PathBuf,
+    pub run: u32,
+    pub seq: u32,
+    pub run_start_ns: u64,
+    pub header_len: u64,
+    /// End of the records readers may read.
+    pub committed: AtomicU64,
+    /// No record will be added after `committed`.
+    pub sealed: AtomicBool,
+    /// Length of the file on disk (capacity while open, trimmed when sealed).
+    pub file_len: AtomicU64,
+    pub records: AtomicU64,
+    pub min_ns: AtomicU64,
+    pub max_ns: AtomicU64,
+    pub index: RwLock<Vec<IndexEntry>>,
+    map: Mutex<Option<Arc<Mmap>>>,
+}
+
+/// What is known of a segment when it is registered.
+pub struct SegmentInit {
+    pub path: PathBuf,
+    pub header: SegmentHeader,
+    pub committed: u64,
+    pub sealed: bool,
+    pub file_len: u64,
+    pub records: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub index: Vec<IndexEntry>,
+}
+
+impl Segment {
+    pub fn new(init: SegmentInit) -> Arc<Segment> {
+        Arc::new(Segment {
+            path: init.path,
+            run: init.header.run,
+            seq: init.header.seq,
+            run_start_ns: init.header.run_start_ns,
+            header_len: u64::from(init.header.header_len),
+            committed: AtomicU64::new(init.committed),
+            sealed: AtomicBool::new(init.sealed),
+            file_len: AtomicU64::new(init.file_len),
+            records: AtomicU64::new(init.records),
+            min_ns: AtomicU64::new(init.min_ns),
+            max_ns: AtomicU64::new(init.max_ns),
+            index: RwLock::new(init.index),
+            map: Mutex::new(None),
+        })
+    }
+
+    pub fn play_order(&self) -> PlayOrder {
+        (self.run_start_ns, self.run, self.seq)
+    }
+
+    /// The npt span of its records, if it has any.
+    pub fn span(&self) -> Option<NptSpan> {
+        (self.records.load(Ordering::Relaxed) > 0).then(|| NptSpan {
+            start_ns: self.min_ns.load(Ordering::Relaxed),
+            end_ns: self.max_ns.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The read-only mapping shared by all cursors, made on first use.
+    ///
+    /// A mapping made while the segment was open covers its preallocated
+    /// length, which sealing later trims; that is harmless because nothing
+    /// reads past `committed`, which stays below the trimmed length.
+    pub fn map(&self) -> Result<Arc<Mmap>, CacheError> {
+        let mut slot = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = slot.as_ref() {
+            return Ok(map.clone());
+        }
+        let map = Arc::new(map_file(&self.path)?);
+        *slot = Some(map.clone());
+        Ok(map)
+    }
+
+    /// Media time of the segment's first index entry, if it has one.
+    pub fn first_index_time(&self) -> Option<u64> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map(|e| e.media_time_ns)
+    }
+
+    /// Offset of the last index entry at or before `npt_ns`.
+    pub fn index_at_or_before(&self, npt_ns: u64) -> Option<u64> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let after = index.partition_point(|e| e.media_time_ns <= npt_ns);
+        after
+            .checked_sub(1)
+            .and_then(|i| index.get(i))
+            .map(|e| e.offset)
+    }
+}
+
+/// Maps a whole segment file read-only.
+pub fn map_file(path: &std::path::Path) -> Result<Mmap, CacheError> {
+    let file = File::open(path).map_err(|e| CacheError::io(path, e))?;
+    // SAFETY: segment files are only modified by this process's writer, and
+    // only in the bytes past `committed`, which readers never touch; sealing
+    // trims the file only past the trailer. See the module docs.
+    unsafe { MmapOptions::new().map(&file) }.map_err(|e| CacheError::io(path, e))
+}

@@ -1,0 +1,424 @@
+//! The store: the map of presentations, opening writers and readers, listing,
+//! purging, eviction under the disk budget, and verification.
+//!
+//! Lock order: the entries map, then a presentation's state. Pins (readers,
+//! writing) are taken under the entries lock, and eviction and purging check
+//! them under the same lock, so an entry is never removed while it is pinned.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::format::{self, Trailer};
+use crate::presentation::{dir_for_key, PresState, Presentation, PLAYED_FILE};
+use crate::reader::Reader;
+use crate::syncer::Syncer;
+use crate::verify::{verify_presentation, VerifyReport};
+use crate::writer::Writer;
+use crate::{fsutil, recover, CacheError, Metadata, NptSpan, PresentationState};
+
+const LOCK_FILE: &str = ".lock";
+const TRASH_PREFIX: &str = ".trash-";
+/// Smallest segment size accepted: room for the header, a full-size RTP
+/// packet and a trailer.
+pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Disk budget for all segment and metadata files.
+    pub budget_bytes: u64,
+    /// A segment is sealed and the next one started at this size (it is also
+    /// the space preallocated for each segment).
+    pub segment_max_bytes: u64,
+    /// ... or when its records span this much media time (0: no limit).
+    pub segment_max_duration_ns: u64,
+}
+
+/// A presentation as [`Store::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub key: String,
+    pub state: PresentationState,
+    /// Bytes of its files on disk.
+    pub bytes: u64,
+    pub spans: Vec<NptSpan>,
+    pub last_played: SystemTime,
+    pub readers: usize,
+    pub writing: bool,
+}
+
+/// The store. Cloning is cheap; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub root: PathBuf,
+    pub cfg: StoreConfig,
+    entries: Mutex<HashMap<String, Arc<Presentation>>>,
+    pub syncer: Syncer,
+    /// Held for the store's lifetime: the directory lock.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `root` and recovers it. The
+    /// problems found (segments cut or skipped, entries that could not be
+    /// loaded) are returned beside the store; they do not make it fail.
+    pub fn open(root: &Path, cfg: StoreConfig) -> Result<(Store, Vec<CacheError>), CacheError> {
+        if cfg.segment_max_bytes < MIN_SEGMENT_BYTES
+            || usize::try_from(cfg.segment_max_bytes).is_err()
+        {
+            return Err(CacheError::Config(format!(
+                "segment_max_bytes must be at least {MIN_SEGMENT_BYTES} (got {})",
+                cfg.segment_max_bytes
+            )));
+        }
+        fs::create_dir_all(root).map_err(|e| CacheError::io(root, e))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| CacheError::io(&lock_path, e))?;
+        if !fsutil::try_lock_exclusive(&lock).map_err(|e| CacheError::io(&lock_path, e))? {
+            return Err(CacheError::Locked {
+                path: root.to_path_buf(),
+            });
+        }
+        let mut problems = Vec::new();
+        let mut entries: HashMap<String, Arc<Presentation>> = HashMap::new();
+        for entry in fs::read_dir(root).map_err(|e| CacheError::io(root, e))? {
+            let entry = entry.map_err(|e| CacheError::io(root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with(TRASH_PREFIX) {
+                // A purge that was interrupted.
+                remove_tree(&path);
+                continue;
+            }
+            if name.starts_with('.') || !path.is_dir() {
+                continue;
+            }
+            match recover::load_presentation(&path, &mut problems) {
+                Ok(p) if entries.contains_key(&p.key) => problems.push(CacheError::corrupt(
+                    p.meta_path(),
+                    0,
+                    format!("a second presentation for key {}; skipped", p.key),
+                )),
+                Ok(p) => {
+                    entries.insert(p.key.clone(), Arc::new(p));
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        let syncer = Syncer::start().map_err(|e| CacheError::io(root, e))?;
+        let inner = Inner {
+            root: root.to_path_buf(),
+            cfg,
+            entries: Mutex::new(entries),
+            syncer,
+            _lock: lock,
+        };
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            problems,
+        ))
+    }
+
+    /// Opens a writer for `key`: creates the presentation, or starts a new
+    /// recording run of an existing one (its earlier runs stay and play in
+    /// npt order). `meta` replaces the metadata, except `key`, `state`
+    /// (`Recording` until the writer finishes) and `spans` (kept by the store).
+    pub fn open_writer(&self, key: &str, meta: Metadata) -> Result<Writer, CacheError> {
+        let (pres, created) = {
+            let mut entries = self.inner.entries();
+            match entries.get(key) {
+                Some(p) => {
+                    if p.writing.swap(true, Ordering::AcqRel) {
+                        return Err(CacheError::Busy {
+                            key: key.to_string(),
+                        });
+                    }
+                    (p.clone(), false)
+                }
+                None => {
+                    let dir = dir_for_key(&self.inner.root, key);
+                    fs::create_dir(&dir).map_err(|e| CacheError::io(&dir, e))?;
+                    let state = PresState {
+                        meta: Metadata {
+                            key: key.to_string(),
+                            ..meta.clone()
+                        },
+                        runs: Vec::new(),
+                        max_run: 0,
+                    };
+                    let pres = Arc::new(Presentation::new(
+                        key.to_string(),
+                        dir,
+                        state,
+                        0,
+                        fsutil::now_ns(),
+                    ));
+                    pres.writing.store(true, Ordering::Release);
+                    entries.insert(key.to_string(), pres.clone());
+                    (pres, true)
+                }
+            }
+        };
+        let saved = {
+            let mut state = pres.lock();
+            let meta = Metadata {
+                key: key.to_string(),
+                state: PresentationState::Recording,
+                spans: state.spans(),
+                ..meta
+            };
+            pres.save_meta(&meta).map(|()| {
+                state.meta = meta;
+                state.max_run + 1
+            })
+        };
+        match saved {
+            Ok(run) => Ok(Writer::new(self.inner.clone(), pres, run)),
+            Err(e) => {
+                pres.writing.store(false, Ordering::Release);
+                if created {
+                    self.inner.remove(&pres);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A reader of `key`, or `None` if the store does not hold it. The reader
+    /// pins the presentation against eviction while it (or a cursor from it)
+    /// lives, and counts as a play for eviction order.
+    pub fn open_reader(&self, key: &str) -> Result<Option<Reader>, CacheError> {
+        let pres = {
+            let entries = self.inner.entries();
+            let Some(pres) = entries.get(key) else {
+                return Ok(None);
+            };
+            pres.readers.fetch_add(1, Ordering::AcqRel);
+            pres.clone()
+        };
+        let now = SystemTime::now();
+        pres.last_played_ns
+            .store(fsutil::unix_ns(now), Ordering::Relaxed);
+        if let Err(e) = fsutil::touch(&pres.dir.join(PLAYED_FILE), now) {
+            warn!(key, error = %e, "cannot record last-played time");
+        }
+        let meta = pres.lock().live_meta();
+        Ok(Some(Reader::new(pres, meta)))
+    }
+
+    /// The metadata of `key` (spans as held right now).
+    pub fn metadata(&self, key: &str) -> Result<Option<Metadata>, CacheError> {
+        let pres = self.inner.entries().get(key).cloned();
+        Ok(pres.map(|p| p.lock().live_meta()))
+    }
+
+    /// Every presentation held, by key.
+    pub fn list(&self) -> Vec<EntryInfo> {
+        let presentations: Vec<_> = self.inner.entries().values().cloned().collect();
+        let mut list: Vec<EntryInfo> = presentations
+            .iter()
+            .map(|p| {
+                let state = p.lock();
+                EntryInfo {
+                    key: p.key.clone(),
+                    state: state.meta.state,
+                    bytes: p.bytes.load(Ordering::Relaxed),
+                    spans: state.spans(),
+                    last_played: UNIX_EPOCH
+                        + Duration::from_nanos(p.last_played_ns.load(Ordering::Relaxed)),
+                    readers: p.readers.load(Ordering::Relaxed),
+                    writing: p.writing.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+        list
+    }
+
+    /// Removes `key` from the store and disk. Refuses with
+    /// [`CacheError::InUse`] if it has readers or a writer, unless `force`:
+    /// then cursors keep reading the segments they have already mapped (and
+    /// get an error for any other), and a writer fails with
+    /// [`CacheError::Purged`] on its next append.
+    pub fn purge(&self, key: &str, force: bool) -> Result<(), CacheError> {
+        let pres = {
+            let mut entries = self.inner.entries();
+            let Some(pres) = entries.get(key) else {
+                return Err(CacheError::NotFound {
+                    key: key.to_string(),
+                });
+            };
+            if pres.is_pinned() && !force {
+                return Err(CacheError::InUse {
+                    key: key.to_string(),
+                    readers: pres.readers.load(Ordering::Relaxed),
+                    writing: pres.writing.load(Ordering::Relaxed),
+                });
+            }
+            let pres = pres.clone();
+            entries.remove(key);
+            pres
+        };
+        self.inner.remove(&pres);
+        Ok(())
+    }
+
+    /// Evicts least-recently-played presentations until the store fits its
+    /// budget, skipping any with a reader or a writer. Returns their keys.
+    pub fn evict_to_budget(&self) -> Vec<String> {
+        self.inner.evict(0)
+    }
+
+    /// Checks every record checksum of `key`'s segments (or of all
+    /// presentations), sealed or still being written, and sealed segments'
+    /// trailers. Safe while writers and readers are at work.
+    pub fn verify(&self, key: Option<&str>) -> Vec<VerifyReport> {
+        let presentations: Vec<_> = {
+            let entries = self.inner.entries();
+            match key {
+                Some(key) => entries.get(key).cloned().into_iter().collect(),
+                None => entries.values().cloned().collect(),
+            }
+        };
+        let mut reports: Vec<_> = presentations
+            .iter()
+            .map(|p| verify_presentation(p))
+            .collect();
+        reports.sort_by(|a, b| a.key.cmp(&b.key));
+        reports
+    }
+
+    /// Bytes of all presentations' files.
+    pub fn used_bytes(&self) -> u64 {
+        self.inner.used_bytes(&self.inner.entries())
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        self.inner.cfg
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl Inner {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Arc<Presentation>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn used_bytes(&self, entries: &HashMap<String, Arc<Presentation>>) -> u64 {
+        entries
+            .values()
+            .map(|p| p.bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Largest payload a writer can append with this configuration.
+    pub fn max_payload(&self) -> usize {
+        let room = self.cfg.segment_max_bytes as usize
+            - format::HEADER_LEN
+            - format::RECORD_HEADER_LEN
+            - Trailer::encoded_len(1);
+        room.min(format::MAX_PAYLOAD)
+    }
+
+    /// Makes room for a new segment of `bytes`: evicts, then fails with
+    /// [`CacheError::OverBudget`] if it still does not fit.
+    pub fn make_room(&self, bytes: u64, key: &str) -> Result<(), CacheError> {
+        self.evict(bytes);
+        if self.used_bytes(&self.entries()) + bytes > self.cfg.budget_bytes {
+            return Err(CacheError::OverBudget {
+                key: key.to_string(),
+                bytes,
+                budget: self.cfg.budget_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Evicts until `extra` more bytes fit the budget, or nothing evictable
+    /// is left.
+    fn evict(&self, extra: u64) -> Vec<String> {
+        let victims = {
+            let mut entries = self.entries();
+            let mut used = self.used_bytes(&entries);
+            let mut candidates: Vec<_> = entries
+                .values()
+                .filter(|p| !p.is_pinned())
+                .cloned()
+                .collect();
+            candidates.sort_by_key(|p| p.last_played_ns.load(Ordering::Relaxed));
+            let mut victims = Vec::new();
+            for p in candidates {
+                if used + extra <= self.cfg.budget_bytes {
+                    break;
+                }
+                used = used.saturating_sub(p.bytes.load(Ordering::Relaxed));
+                entries.remove(&p.key);
+                victims.push(p);
+            }
+            victims
+        };
+        victims
+            .iter()
+            .map(|p| {
+                info!(key = %p.key, bytes = p.bytes.load(Ordering::Relaxed), "evicting");
+                self.remove(p);
+                p.key.clone()
+            })
+            .collect()
+    }
+
+    /// Deletes a presentation already taken out of the map: its directory is
+    /// first renamed away, so a crash halfway leaves no half-deleted entry.
+    fn remove(&self, pres: &Presentation) {
+        pres.removed.store(true, Ordering::Release);
+        let name = pres
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let trash = self
+            .root
+            .join(format!("{TRASH_PREFIX}{name}-{}", fsutil::now_ns()));
+        match fs::rename(&pres.dir, &trash) {
+            Ok(()) => remove_tree(&trash),
+            Err(e) => {
+                warn!(path = %pres.dir.display(), error = %e, "cannot move presentation away; deleting in place");
+                remove_tree(&pres.dir);
+            }
+        }
+    }
+}
+
+fn remove_tree(path: &Path) {
+    if let Err(e) = fs::remove_dir_all(path) {
+        warn!(path = %path.display(), error = %e, "cannot delete");
+    }
+}

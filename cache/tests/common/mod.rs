@@ -1,0 +1,115 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::Path;
+
+use streamcache_cache::{
+    Metadata, Record, RecordFlags, RecordIn, RecordKind, Store, StoreConfig, TrackMeta,
+};
+
+pub const SEGMENT: u64 = 128 * 1024;
+
+pub fn config(budget_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        budget_bytes,
+        segment_max_bytes: SEGMENT,
+        segment_max_duration_ns: 0,
+    }
+}
+
+pub fn open(root: &Path, cfg: StoreConfig) -> Store {
+    let (store, problems) = Store::open(root, cfg).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    store
+}
+
+pub fn meta(key: &str) -> Metadata {
+    Metadata {
+        key: key.into(),
+        sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\n".into(),
+        tracks: vec![TrackMeta {
+            control: format!("{key}/trackID=0"),
+            payload_type: 96,
+            clock_rate: 90_000,
+            media: "video".into(),
+            encoding: "H264".into(),
+        }],
+        ..Metadata::default()
+    }
+}
+
+/// A record we can recognise: its payload encodes `tag` and `i`, then
+/// pseudo-random bytes derived from them; 25 per second of npt from `t0_ns`,
+/// a random-access point every 25th.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub track: u8,
+    pub kind: RecordKind,
+    pub flags: RecordFlags,
+    pub media_time_ns: u64,
+    pub payload: Vec<u8>,
+}
+
+pub const FRAME_NS: u64 = 40_000_000;
+
+pub fn rec(tag: u32, i: u64, t0_ns: u64, len: usize) -> Rec {
+    let mut payload = Vec::with_capacity(len.max(12));
+    payload.extend_from_slice(&tag.to_le_bytes());
+    payload.extend_from_slice(&i.to_le_bytes());
+    let mut x = (u64::from(tag) << 32 ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while payload.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.push(x as u8);
+    }
+    Rec {
+        track: (i % 2) as u8,
+        kind: if i % 50 == 49 {
+            RecordKind::Rtcp
+        } else {
+            RecordKind::Rtp
+        },
+        flags: RecordFlags {
+            random_access: i % 25 == 0,
+            discontinuity: i == 0,
+        },
+        media_time_ns: t0_ns + i * FRAME_NS,
+        payload,
+    }
+}
+
+impl Rec {
+    pub fn input(&self) -> RecordIn<'_> {
+        RecordIn {
+            track: self.track,
+            kind: self.kind,
+            flags: self.flags,
+            media_time_ns: self.media_time_ns,
+            payload: &self.payload,
+        }
+    }
+
+    pub fn of(r: &Record) -> Rec {
+        Rec {
+            track: r.track,
+            kind: r.kind,
+            flags: r.flags,
+            media_time_ns: r.media_time_ns,
+            payload: r.payload.to_vec(),
+        }
+    }
+}
+
+/// (tag, i) of a record made by [`rec`], after checking all its bytes.
+pub fn identify(r: &Record) -> (u32, u64) {
+    let tag = u32::from_le_bytes(r.payload[..4].try_into().unwrap());
+    let i = u64::from_le_bytes(r.payload[4..12].try_into().unwrap());
+    let t0 = r.media_time_ns - i * FRAME_NS;
+    assert_eq!(
+        Rec::of(r),
+        rec(tag, i, t0, r.payload.len()),
+        "record {tag}/{i} damaged"
+    );
+    (tag, i)
+}

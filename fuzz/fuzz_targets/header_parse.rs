@@ -1,0 +1,29 @@
+//! Fuzz the header parsers: Transport, Range, RTP-Info, Session,
+//! WWW-Authenticate and Authorization. None may panic; what parses must
+//! format into something that parses again.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use streamcache_rtsp::auth::{parse_challenges, Authorization};
+use streamcache_rtsp::range::{format_rtp_info, parse_rtp_info, NptRange, SessionHeader};
+use streamcache_rtsp::transport::{parse_list, TransportSpec};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
+    for spec in parse_list(value).into_iter().flatten() {
+        TransportSpec::parse(&spec.to_string()).expect("formatted Transport parses");
+    }
+    if let Ok(range) = NptRange::parse(value) {
+        NptRange::parse(&range.to_string()).expect("formatted Range parses");
+    }
+    if let Ok(infos) = parse_rtp_info(value) {
+        let _ = parse_rtp_info(&format_rtp_info(&infos));
+    }
+    if let Ok(session) = SessionHeader::parse(value) {
+        SessionHeader::parse(&session.to_string()).expect("formatted Session parses");
+    }
+    let _ = parse_challenges(value);
+    let _ = Authorization::parse(value);
+});

@@ -1,0 +1,443 @@
+//! The daemon's configuration: a TOML file (`etc/streamcache.toml` is the
+//! commented default).
+//!
+//! Loading is two steps: serde parses the text (syntax errors and unknown keys
+//! come back from `toml` with their line), then [`Config::problems`] checks what
+//! serde cannot (URLs, mount prefixes, ranges). Both kinds of problem are
+//! reported as [`Problem`]s naming the key and the line, which is what
+//! `streamcache check-config` prints.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `mount[2].origin`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// A configuration that did not load: every problem found, with the file name.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not a valid configuration:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub rtsp: RtspConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub origin: OriginConfig,
+    #[serde(default, rename = "mount")]
+    pub mounts: Vec<MountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtspConfig {
+    pub listen: Spanned<String>,
+    pub session_timeout_secs: u64,
+    pub max_request_bytes: ByteSize,
+    pub max_headers: usize,
+    pub player_queue_packets: usize,
+}
+
+impl Default for RtspConfig {
+    fn default() -> Self {
+        RtspConfig {
+            listen: Spanned::new(0..0, "127.0.0.1:8554".to_owned()),
+            session_timeout_secs: 60,
+            max_request_bytes: ByteSize(64 * 1024),
+            max_headers: 64,
+            player_queue_packets: 2048,
+        }
+    }
+}
+
+impl RtspConfig {
+    /// The listen address; [`Config::problems`] has checked that it parses.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub disk_budget: ByteSize,
+    pub segment_size: ByteSize,
+    pub segment_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("var/cache"),
+            disk_budget: ByteSize(10 << 30),
+            segment_size: ByteSize(64 << 20),
+            segment_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub connect_timeout_secs: u64,
+    pub udp_fallback_secs: u64,
+    pub linger_secs: u64,
+    pub reconnect_attempts: u32,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            connect_timeout_secs: 5,
+            udp_fallback_secs: 3,
+            linger_secs: 10,
+            reconnect_attempts: 3,
+        }
+    }
+}
+
+/// How the proxy talks RTP with an origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountTransport {
+    /// UDP first, TCP interleaved when no packet arrives in time.
+    #[default]
+    Auto,
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    pub path: Spanned<String>,
+    pub origin: Spanned<String>,
+    #[serde(default)]
+    pub transport: MountTransport,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A size in bytes, written as a number or a string with a unit
+/// (`"64KiB"`, `"512MiB"`, `"10GiB"`, `"1TiB"`, also `KB`/`MB`/`GB` as powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (e.g. \"64MiB\")"))?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(de::Error::custom),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&text).map_err(fail)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                line: e.span().map(|s| line_of(text, s.start)),
+                key: "(syntax)".into(),
+                message: e.message().trim().to_owned(),
+            }]
+        })?;
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// What serde cannot check. `text` is the source, for line numbers.
+    fn problems(&self, text: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut problem = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+            out.push(Problem {
+                line: span.filter(|s| s.end > 0).map(|s| line_of(text, s.start)),
+                key,
+                message,
+            })
+        };
+        if self.rtsp.listen_addr().is_none() {
+            problem(
+                Some(self.rtsp.listen.span()),
+                "rtsp.listen".into(),
+                format!(
+                    "`{}` is not an address:port (e.g. \"127.0.0.1:8554\")",
+                    self.rtsp.listen.get_ref()
+                ),
+            );
+        }
+        if self.rtsp.session_timeout_secs == 0 {
+            problem(
+                None,
+                "rtsp.session_timeout_secs".into(),
+                "must be > 0".into(),
+            );
+        }
+        if self.rtsp.max_request_bytes.0 < 1024 {
+            problem(
+                None,
+                "rtsp.max_request_bytes".into(),
+                "must be at least 1KiB".into(),
+            );
+        }
+        if self.rtsp.max_headers == 0 || self.rtsp.player_queue_packets == 0 {
+            problem(
+                None,
+                "rtsp".into(),
+                "max_headers and player_queue_packets must be > 0".into(),
+            );
+        }
+        if self.cache.segment_size.0 < 64 * 1024 {
+            problem(
+                None,
+                "cache.segment_size".into(),
+                "must be at least 64KiB".into(),
+            );
+        }
+        if self.cache.segment_size.0 > self.cache.disk_budget.0 {
+            problem(
+                None,
+                "cache.disk_budget".into(),
+                "must be at least one segment_size".into(),
+            );
+        }
+        if self.origin.connect_timeout_secs == 0 || self.origin.udp_fallback_secs == 0 {
+            problem(
+                None,
+                "origin".into(),
+                "connect_timeout_secs and udp_fallback_secs must be > 0".into(),
+            );
+        }
+        for (i, mount) in self.mounts.iter().enumerate() {
+            let path = mount.path.get_ref();
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                problem(
+                    Some(mount.path.span()),
+                    format!("mount[{i}].path"),
+                    format!("`{path}` must be an absolute URL path such as \"/cams/front\""),
+                );
+            }
+            if let Some(j) = self.mounts[..i]
+                .iter()
+                .position(|m| trim_slash(m.path.get_ref()) == trim_slash(path))
+            {
+                problem(
+                    Some(mount.path.span()),
+                    format!("mount[{i}].path"),
+                    format!("`{path}` is already mounted by mount[{j}]"),
+                );
+            }
+            if let Err(msg) = check_origin_url(mount.origin.get_ref()) {
+                problem(Some(mount.origin.span()), format!("mount[{i}].origin"), msg);
+            }
+            if mount.password.is_some() && mount.username.is_none() {
+                problem(
+                    Some(mount.path.span()),
+                    format!("mount[{i}].password"),
+                    "a password needs a username".into(),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `"/a/b/"` and `"/a/b"` name the same mount.
+pub fn trim_slash(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+fn check_origin_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if url.scheme() != "rtsp" {
+        return Err(format!(
+            "origin must be an rtsp:// URL, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err("origin URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in a URL end up in logs; they have their own keys.
+        return Err("put origin credentials in `username`/`password`, not in the URL".into());
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_file_is_valid() {
+        let text = include_str!("../etc/streamcache.toml");
+        let config = Config::parse(text).expect("etc/streamcache.toml must validate");
+        assert_eq!(config.rtsp.listen_addr(), "127.0.0.1:8554".parse().ok());
+        assert_eq!(config.cache.disk_budget, ByteSize(10 << 30));
+        assert_eq!(config.mounts.len(), 1);
+    }
+
+    #[test]
+    fn empty_file_gets_defaults() {
+        let config = Config::parse("").expect("empty config is valid");
+        assert_eq!(config.rtsp.session_timeout_secs, 60);
+        assert!(config.mounts.is_empty());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("64KiB"), Ok(ByteSize(65536)));
+        assert_eq!(ByteSize::parse("2 GB"), Ok(ByteSize(2_000_000_000)));
+        assert_eq!(ByteSize::parse("17"), Ok(ByteSize(17)));
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        assert!(ByteSize::parse("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn problems_name_key_and_line() {
+        let text = "[rtsp]\nlisten = \"nowhere\"\n\n[[mount]]\npath = \"cams\"\norigin = \"http://x/\"\n\n[[mount]]\npath = \"/b\"\norigin = \"rtsp://u:p@h/x\"\n";
+        let problems = Config::parse(text).expect_err("invalid");
+        let lines: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("rtsp.listen", Some(2)),
+                ("mount[0].path", Some(5)),
+                ("mount[0].origin", Some(6)),
+                ("mount[1].origin", Some(10)),
+            ]
+        );
+        assert!(!problems[3].message.contains("u:p"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line() {
+        let problems = Config::parse("[rtsp]\nlisen = \"x\"\n").expect_err("typo");
+        assert_eq!(problems[0].line, Some(2));
+        assert!(problems[0].message.contains("lisen"), "{problems:?}");
+    }
+
+    #[test]
+    fn duplicate_mounts_are_refused() {
+        let text = "[[mount]]\npath = \"/a/\"\norigin = \"rtsp://h/x\"\n[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/y\"\n";
+        let problems = Config::parse(text).expect_err("duplicate");
+        assert_eq!(problems[0].key, "mount[1].path");
+        assert_eq!(problems[0].line, Some(5));
+    }
+}

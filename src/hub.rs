@@ -1,0 +1,586 @@
+//! The hub: one origin session per presentation, however many players.
+//!
+//! A hub is created when a presentation is first described and lives until
+//! its last player has been gone for the configured linger (or the origin
+//! ends for good). Its task owns the origin session and the store writer; for
+//! every packet from the origin it
+//!
+//! 1. records it in the store (`cache/`), with its media time and whether it
+//!    is a random-access point;
+//! 2. keeps it in the *GOP buffer* — everything since the latest video
+//!    random-access point — so that a player joining late starts with a
+//!    keyframe and its parameter sets instead of waiting up to a GOP;
+//! 3. broadcasts it to the players.
+//!
+//! Fan-out is a `tokio::sync::broadcast` channel of reference-counted packets:
+//! one copy of each packet however many players. The channel's capacity is the
+//! per-player queue bound; a player that falls that far behind sees `Lagged`
+//! and is dropped by its forwarder, and never slows the hub or anyone else.
+//! The GOP buffer and the broadcast are updated under one lock, so that a
+//! joining player's backlog and its receiver neither overlap nor leave a gap.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamcache_cache::{
+    CacheHeaders as StoreCacheHeaders, Metadata, NptRange, PresentationState, RecordFlags,
+    RecordIn, RecordKind, Store, TrackMeta, Writer,
+};
+use streamcache_rtsp::rtp::{Codec, RtpView};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+use tracing::{info, warn};
+
+use crate::origin::{
+    Backoff, Described, EndReason, OriginError, OriginEvent, OriginSession, OriginTarget,
+};
+
+/// A packet as the hub fans it out. Cloning is cheap (`Bytes`).
+#[derive(Debug, Clone)]
+pub struct HubPacket {
+    /// Index into the presentation's track list.
+    pub track: usize,
+    pub rtcp: bool,
+    pub data: Bytes,
+}
+
+/// Why a player cannot be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("the presentation has ended")]
+    Closed,
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+}
+
+impl HubError {
+    /// The RTSP status to answer a player with.
+    pub fn rtsp_status(&self) -> u16 {
+        match self {
+            HubError::Closed => 503,
+            HubError::Origin(e) => e.rtsp_status(),
+        }
+    }
+}
+
+/// Settings a hub needs beyond its origin.
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings {
+    pub queue_packets: usize,
+    pub linger: Duration,
+    pub reconnect_attempts: u32,
+    /// Upper bound of the GOP buffer; a stream without keyframes this often
+    /// just gives late joiners no backlog.
+    pub gop_max_bytes: usize,
+}
+
+pub struct Hub {
+    key: String,
+    described: Described,
+    live: bool,
+    shared: Mutex<Shared>,
+    tx: broadcast::Sender<HubPacket>,
+    players: watch::Sender<usize>,
+    cmd: mpsc::Sender<Cmd>,
+}
+
+#[derive(Default)]
+struct Shared {
+    gop: Vec<HubPacket>,
+    gop_bytes: usize,
+    /// RTP timestamp of the access unit that opened the GOP buffer.
+    gop_ts: Option<u32>,
+    closed: bool,
+}
+
+enum Cmd {
+    Start(oneshot::Sender<Result<(), OriginError>>),
+}
+
+/// A player attached to a hub: the backlog to send first, then the live feed.
+/// Dropping it detaches the player.
+pub struct Subscription {
+    pub backlog: Vec<HubPacket>,
+    pub rx: broadcast::Receiver<HubPacket>,
+    _guard: PlayerGuard,
+}
+
+struct PlayerGuard(Arc<Hub>);
+
+impl Drop for PlayerGuard {
+    fn drop(&mut self) {
+        self.0.players.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Hub {
+    /// Creates the hub and its task. `on_close` runs once when it ends.
+    pub fn spawn(
+        key: String,
+        target: OriginTarget,
+        described: Described,
+        store: Store,
+        settings: HubSettings,
+        on_close: Box<dyn FnOnce() + Send>,
+    ) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(settings.queue_packets.max(16));
+        let (players, players_rx) = watch::channel(0);
+        let (cmd, cmd_rx) = mpsc::channel(16);
+        let live = described.range.and_then(|(_, end)| end).is_none();
+        let hub = Arc::new(Hub {
+            key,
+            described,
+            live,
+            shared: Mutex::new(Shared::default()),
+            tx,
+            players,
+            cmd,
+        });
+        let task = HubTask::new(Arc::clone(&hub), target, store, settings);
+        tokio::spawn(async move {
+            task.run(cmd_rx, players_rx).await;
+            on_close();
+        });
+        hub
+    }
+
+    pub fn described(&self) -> &Described {
+        &self.described
+    }
+
+    /// Live presentations are shared by every player; an on-demand title is
+    /// shared only until it starts playing (a later player would otherwise
+    /// join in the middle of it).
+    pub fn joinable(&self) -> bool {
+        let shared = self.lock();
+        !shared.closed && (self.live || *self.players.borrow() == 0)
+    }
+
+    /// True unless the origin announced a finite range (an on-demand title).
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Attaches a player and makes sure the origin session runs. The player
+    /// is subscribed before the origin is asked to PLAY, so the first player
+    /// of a title receives it from its first packet.
+    pub async fn play(self: &Arc<Self>) -> Result<Subscription, HubError> {
+        let sub = self.subscribe()?;
+        let (reply, answer) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Start(reply))
+            .await
+            .map_err(|_| HubError::Closed)?;
+        answer.await.map_err(|_| HubError::Closed)??;
+        Ok(sub)
+    }
+
+    fn subscribe(self: &Arc<Self>) -> Result<Subscription, HubError> {
+        let shared = self.lock();
+        if shared.closed {
+            return Err(HubError::Closed);
+        }
+        self.players.send_modify(|n| *n += 1);
+        Ok(Subscription {
+            backlog: shared.gop.clone(),
+            rx: self.tx.subscribe(),
+            _guard: PlayerGuard(Arc::clone(self)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding this lock leaves only a GOP buffer behind;
+        // carrying on with it is safe.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes a packet: GOP buffer and broadcast under one lock.
+    fn publish(&self, packet: HubPacket, random_access_ts: Option<u32>, gop_max_bytes: usize) {
+        let mut shared = self.lock();
+        if let Some(ts) = random_access_ts {
+            if shared.gop_ts != Some(ts) {
+                shared.gop.clear();
+                shared.gop_bytes = 0;
+                shared.gop_ts = Some(ts);
+            }
+        }
+        if shared.gop_ts.is_some() {
+            if shared.gop_bytes + packet.data.len() > gop_max_bytes {
+                shared.gop.clear();
+                shared.gop_bytes = 0;
+                shared.gop_ts = None;
+            } else {
+                shared.gop_bytes += packet.data.len();
+                shared.gop.push(packet.clone());
+            }
+        }
+        // No receivers is fine: the hub lingers with nobody watching.
+        let _ = self.tx.send(packet);
+    }
+
+    fn close(&self) {
+        let mut shared = self.lock();
+        shared.closed = true;
+        shared.gop.clear();
+    }
+}
+
+/// Per-track state for turning RTP timestamps into media time.
+struct TrackClock {
+    codec: Codec,
+    video: bool,
+    clock_rate: u32,
+    base: Option<u32>,
+    /// Last timestamp extended to 64 bits, to carry across 32-bit wrap.
+    last_ext: Option<i64>,
+}
+
+impl TrackClock {
+    /// Media time in ns since `base`, for an RTP timestamp.
+    fn media_ns(&mut self, ts: u32) -> u64 {
+        let base = *self.base.get_or_insert(ts);
+        let ext = match self.last_ext {
+            // The nearest 64-bit value to the last one with these low 32 bits.
+            Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
+            None => i64::from(ts),
+        };
+        self.last_ext = Some(ext);
+        let ticks = (ext - i64::from(base)).max(0) as u128;
+        (ticks * 1_000_000_000 / u128::from(self.clock_rate.max(1))) as u64
+    }
+}
+
+struct HubTask {
+    hub: Arc<Hub>,
+    target: OriginTarget,
+    store: Store,
+    settings: HubSettings,
+    clocks: Vec<TrackClock>,
+    has_video: bool,
+    origin: Option<(OriginSession, mpsc::Receiver<OriginEvent>)>,
+    writer: Option<Writer>,
+    /// Media time added after a reconnect, so the recording keeps going forward.
+    npt_offset_ns: u64,
+    last_npt_ns: u64,
+    discontinuity: bool,
+    failed: bool,
+    backoff: Backoff,
+    reconnects_left: u32,
+}
+
+impl HubTask {
+    fn new(hub: Arc<Hub>, target: OriginTarget, store: Store, settings: HubSettings) -> HubTask {
+        let clocks: Vec<TrackClock> = hub
+            .described
+            .tracks
+            .iter()
+            .map(|t| TrackClock {
+                codec: Codec::from_encoding_name(&t.encoding),
+                video: t.media.eq_ignore_ascii_case("video"),
+                clock_rate: t.clock_rate,
+                base: None,
+                last_ext: None,
+            })
+            .collect();
+        let has_video = clocks.iter().any(|c| c.video);
+        HubTask {
+            hub,
+            target,
+            store,
+            settings,
+            clocks,
+            has_video,
+            origin: None,
+            writer: None,
+            npt_offset_ns: 0,
+            last_npt_ns: 0,
+            discontinuity: false,
+            failed: false,
+            backoff: Backoff::default(),
+            reconnects_left: settings.reconnect_attempts,
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut players: watch::Receiver<usize>) {
+        let mut linger_until = Some(Instant::now() + self.settings.linger);
+        let mut reconnect_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Start(reply)) => {
+                        let result = self.ensure_started().await;
+                        let _ = reply.send(result);
+                    }
+                    None => break,
+                },
+                event = next_event(&mut self.origin) => match event {
+                    OriginEvent::Packet { track, rtcp, data } => self.on_packet(track, rtcp, data),
+                    OriginEvent::Ended { reason } => {
+                        self.origin = None;
+                        match self.after_end(reason) {
+                            Some(delay) => reconnect_at = Some(Instant::now() + delay),
+                            None => break,
+                        }
+                    }
+                },
+                changed = players.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let count = *players.borrow_and_update();
+                    linger_until = (count == 0).then(|| Instant::now() + self.settings.linger);
+                }
+                _ = sleep_until_opt(linger_until) => {
+                    info!(key = %self.hub.key, "no players left: closing origin session");
+                    break;
+                }
+                _ = sleep_until_opt(reconnect_at) => {
+                    reconnect_at = None;
+                    if let Err(e) = self.connect().await {
+                        warn!(key = %self.hub.key, origin = %self.target.url, error = %e, "origin reconnect failed");
+                        match self.after_end(EndReason::Failed(e)) {
+                            Some(delay) => reconnect_at = Some(Instant::now() + delay),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        self.shut_down().await;
+    }
+
+    async fn ensure_started(&mut self) -> Result<(), OriginError> {
+        if self.origin.is_some() || self.writer.is_some() {
+            return Ok(());
+        }
+        self.connect().await?;
+        self.open_writer();
+        Ok(())
+    }
+
+    async fn connect(&mut self) -> Result<(), OriginError> {
+        let (session, events) =
+            OriginSession::start(&self.target, &self.hub.described, None).await?;
+        if self.origin.is_none() && self.last_npt_ns > 0 {
+            // A new origin session starts new RTP clocks: continue the
+            // recording's media time from where the last one stopped.
+            self.npt_offset_ns = self.last_npt_ns;
+            self.discontinuity = true;
+            for clock in &mut self.clocks {
+                clock.base = None;
+                clock.last_ext = None;
+            }
+        }
+        self.origin = Some((session, events));
+        Ok(())
+    }
+
+    /// Decides what to do after the origin session ended: `Some(delay)` to
+    /// reconnect a live stream after the delay, `None` to close the hub.
+    fn after_end(&mut self, reason: EndReason) -> Option<Duration> {
+        match reason {
+            EndReason::Failed(e) => {
+                warn!(key = %self.hub.key, origin = %self.target.url, error = %e, "origin session failed");
+                self.failed = true;
+                if self.hub.live && self.reconnects_left > 0 {
+                    self.reconnects_left -= 1;
+                    return Some(self.backoff.next_delay());
+                }
+                None
+            }
+            EndReason::Eof | EndReason::Bye => {
+                info!(key = %self.hub.key, "origin ended the stream");
+                None
+            }
+        }
+    }
+
+    fn open_writer(&mut self) {
+        let described = &self.hub.described;
+        if self.hub.live {
+            // A live recording is of one origin session; an older one of the
+            // same stream is replaced (unless somebody is replaying it).
+            let _ = self.store.purge(&self.hub.key, false);
+        }
+        let meta = Metadata {
+            key: self.hub.key.clone(),
+            sdp: described.sdp_text.clone(),
+            cache_headers: StoreCacheHeaders {
+                last_modified: described.cache_headers.last_modified.clone(),
+                etag: described.cache_headers.etag.clone(),
+                cache_control: described.cache_headers.cache_control.clone(),
+                expires: described.cache_headers.expires.clone(),
+            },
+            tracks: described
+                .tracks
+                .iter()
+                .map(|t| TrackMeta {
+                    control: t.control_url.to_string(),
+                    payload_type: t.payload_type,
+                    clock_rate: t.clock_rate,
+                    media: t.media.clone(),
+                    encoding: t.encoding.clone(),
+                })
+                .collect(),
+            range: described.range.map(|(start, end)| NptRange {
+                start_ns: secs_to_ns(start),
+                end_ns: end.map(secs_to_ns),
+            }),
+            state: PresentationState::Recording,
+            spans: Vec::new(),
+        };
+        match self.store.open_writer(&self.hub.key, meta) {
+            Ok(writer) => self.writer = Some(writer),
+            Err(e) => warn!(key = %self.hub.key, error = %e, "not recording this presentation"),
+        }
+    }
+
+    fn on_packet(&mut self, track: usize, rtcp: bool, data: Bytes) {
+        let Some(clock) = self.clocks.get_mut(track) else {
+            return;
+        };
+        let mut random_access_ts = None;
+        let mut npt_ns = self.last_npt_ns;
+        if !rtcp {
+            let Ok(rtp) = RtpView::parse(&data) else {
+                return; // not RTP: nothing a player could use either
+            };
+            npt_ns = self.npt_offset_ns + clock.media_ns(rtp.timestamp());
+            let random_access = if clock.video {
+                streamcache_rtsp::rtp::is_random_access(clock.codec, rtp.payload())
+            } else {
+                // Without video every audio packet is a place to start.
+                !self.has_video
+            };
+            if random_access && clock.video {
+                random_access_ts = Some(rtp.timestamp());
+            }
+            self.last_npt_ns = self.last_npt_ns.max(npt_ns);
+            self.record(track, rtcp, &data, npt_ns, random_access);
+        } else {
+            self.record(track, rtcp, &data, npt_ns, false);
+        }
+        self.hub.publish(
+            HubPacket { track, rtcp, data },
+            random_access_ts,
+            self.settings.gop_max_bytes,
+        );
+    }
+
+    fn record(&mut self, track: usize, rtcp: bool, data: &[u8], npt_ns: u64, random_access: bool) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let record = RecordIn {
+            track: u8::try_from(track).unwrap_or(u8::MAX),
+            kind: if rtcp {
+                RecordKind::Rtcp
+            } else {
+                RecordKind::Rtp
+            },
+            flags: RecordFlags {
+                random_access,
+                discontinuity: std::mem::take(&mut self.discontinuity),
+            },
+            media_time_ns: npt_ns,
+            payload: data,
+        };
+        if let Err(e) = writer.append(&record) {
+            // Disk full or an I/O error: stop recording, keep relaying. What
+            // was written stays readable.
+            warn!(key = %self.hub.key, error = %e, "recording stopped");
+            if let Some(writer) = self.writer.take() {
+                if let Err(e) = writer.finish(PresentationState::Partial) {
+                    warn!(key = %self.hub.key, error = %e, "could not seal the recording");
+                }
+            }
+        }
+    }
+
+    async fn shut_down(mut self) {
+        self.hub.close();
+        if let Some((session, _)) = self.origin.take() {
+            session.teardown().await;
+        }
+        if let Some(writer) = self.writer.take() {
+            // Complete only when an on-demand title was recorded from its
+            // start to the origin's own end, without a failure in between.
+            let complete = !self.hub.live && !self.failed && self.npt_offset_ns == 0 && {
+                let end = self
+                    .hub
+                    .described
+                    .range
+                    .and_then(|(_, e)| e)
+                    .map(secs_to_ns);
+                end.is_some_and(|end| self.last_npt_ns + 1_000_000_000 >= end)
+            };
+            let state = if complete {
+                PresentationState::Complete
+            } else {
+                PresentationState::Partial
+            };
+            if let Err(e) = writer.finish(state) {
+                warn!(key = %self.hub.key, error = %e, "could not seal the recording");
+            }
+        }
+    }
+}
+
+async fn next_event(
+    origin: &mut Option<(OriginSession, mpsc::Receiver<OriginEvent>)>,
+) -> OriginEvent {
+    match origin {
+        Some((_, events)) => events.recv().await.unwrap_or(OriginEvent::Ended {
+            reason: EndReason::Eof,
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn secs_to_ns(secs: f64) -> u64 {
+    (secs.max(0.0) * 1e9) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(rate: u32) -> TrackClock {
+        TrackClock {
+            codec: Codec::Other,
+            video: true,
+            clock_rate: rate,
+            base: None,
+            last_ext: None,
+        }
+    }
+
+    #[test]
+    fn media_time_counts_from_first_timestamp() {
+        let mut c = clock(90_000);
+        assert_eq!(c.media_ns(1000), 0);
+        assert_eq!(c.media_ns(1000 + 90_000), 1_000_000_000);
+        assert_eq!(c.media_ns(1000 + 45_000), 500_000_000);
+    }
+
+    #[test]
+    fn media_time_survives_timestamp_wrap() {
+        let mut c = clock(90_000);
+        let start = u32::MAX - 44_999;
+        assert_eq!(c.media_ns(start), 0);
+        assert_eq!(c.media_ns(start.wrapping_add(90_000)), 1_000_000_000);
+        assert_eq!(c.media_ns(start.wrapping_add(180_000)), 2_000_000_000);
+    }
+}

@@ -1,0 +1,145 @@
+//! One player's RTSP connection.
+//!
+//! The read side feeds bytes to the sans-io decoder and handles each request
+//! in order. Everything written — responses and interleaved media from the
+//! session forwarders — goes through one writer task via a bounded queue, so
+//! frames are never torn and a player that stops reading cannot make the
+//! daemon buffer without bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rtsp_types::{Response, StatusCode, Version};
+use streamcache_rtsp::framing::{self, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::delivery::Outgoing;
+use super::methods;
+use super::Server;
+
+/// Batches of media (and responses) queued toward one connection. Beyond
+/// this the player is not reading and its sessions are ended.
+pub const OUT_QUEUE: usize = 256;
+
+/// What a request handler knows about the connection it came on.
+pub struct Conn {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub out: mpsc::Sender<Outgoing>,
+    /// Sessions set up on this connection (RTCP on it keeps them alive).
+    pub sessions: Vec<String>,
+}
+
+pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u64) {
+    let (mut reader, writer) = stream.into_split();
+    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let mut writer = tokio::spawn(write_loop(writer, out_rx));
+    let mut conn = Conn {
+        id,
+        peer,
+        out,
+        sessions: Vec::new(),
+    };
+    let mut buf = BytesMut::with_capacity(4096);
+    debug!(%peer, conn = id, "player connected");
+    'connection: loop {
+        loop {
+            match framing::decode(&buf, &server.limits) {
+                Ok(Some((frame, used))) => {
+                    buf.advance(used);
+                    if !handle_frame(&server, &mut conn, frame).await {
+                        break 'connection;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    info!(%peer, error = %e, "bad request from player: closing connection");
+                    let mut response =
+                        Response::builder(Version::V1_0, StatusCode::from(e.status()))
+                            .header(rtsp_types::headers::SERVER, methods::SERVER)
+                            .header(rtsp_types::headers::CONNECTION, "close");
+                    if let Some(cseq) = framing::cseq_hint(&buf) {
+                        response = response.header(rtsp_types::headers::CSEQ, cseq.to_string());
+                    }
+                    let response = response.build(Vec::new());
+                    send_response(&conn, &response).await;
+                    break 'connection;
+                }
+            }
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            // The writer stopped: the peer is gone or we closed on purpose.
+            _ = &mut writer => break,
+        }
+    }
+    server.sessions.end_for_connection(id);
+    let _ = conn.out.send(Outgoing::Close).await;
+    drop(conn);
+    let _ = writer.await;
+    debug!(%peer, conn = id, "player disconnected");
+}
+
+/// Handles one decoded frame; false to close the connection.
+async fn handle_frame(server: &Arc<Server>, conn: &mut Conn, frame: Frame) -> bool {
+    match frame {
+        Frame::Request(request) => {
+            let (response, after) = methods::handle(server, conn, &request).await;
+            let close = response.status() == StatusCode::BadRequest
+                || response
+                    .header(&rtsp_types::headers::CONNECTION)
+                    .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+            if !send_response(conn, &response).await {
+                return false;
+            }
+            if let Some(after) = after {
+                methods::after_response(server, after);
+            }
+            !close
+        }
+        // RTCP receiver reports (or anything else) from the player: it is alive.
+        Frame::Interleaved { .. } => {
+            for id in &conn.sessions {
+                if let Some(session) = server.sessions.get(id) {
+                    session.touch();
+                }
+            }
+            true
+        }
+        // A player has no business sending responses; ignore them.
+        Frame::Response(_) => true,
+    }
+}
+
+async fn send_response(conn: &Conn, response: &Response<Vec<u8>>) -> bool {
+    let mut bytes = Vec::with_capacity(256 + response.body().len());
+    if response.write(&mut bytes).is_err() {
+        return false;
+    }
+    conn.out
+        .send(Outgoing::Bytes(Bytes::from(bytes)))
+        .await
+        .is_ok()
+}
+
+async fn write_loop(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some(item) = queue.recv().await {
+        match item {
+            Outgoing::Bytes(bytes) => {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            Outgoing::Close => break,
+        }
+    }
+    let _ = writer.shutdown().await;
+}

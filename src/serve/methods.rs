@@ -1,0 +1,476 @@
+//! What each RTSP method does for a player.
+//!
+//! Every answer echoes CSeq and names the server. Errors use RFC 2326's
+//! codes: 400 for a request we cannot read, 404 for a path under no mount,
+//! 454 for an unknown session, 455 for a method not valid in the session's
+//! state, 459/461 for SETUP we cannot honour, 501 for unknown methods and 551
+//! for `Require`/`Proxy-Require` options we do not have. Problems at the
+//! origin come back as the status the origin client picked (404, 502, 503, 504…).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rtsp_types::headers::{self, HeaderName};
+use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
+use streamcache_rtsp::sdp::Sdp;
+use streamcache_rtsp::transport::{self, LowerTransport, TransportSpec};
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+
+use super::connection::Conn;
+use super::delivery::{self, TrackDelivery};
+use super::session::PlayerSession;
+use super::Server;
+use crate::hub::{HubPacket, Subscription};
+use crate::mounts::{track_suffix, Resolved};
+
+pub const SERVER: &str = concat!("streamcache/", env!("CARGO_PKG_VERSION"));
+const PUBLIC: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+
+/// Work to do once the response is on its way (media must follow the PLAY
+/// response, never precede it).
+pub enum After {
+    StartForwarding(Arc<PlayerSession>, Subscription),
+}
+
+/// A response under construction: status, headers, body.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn status(code: u16) -> Reply {
+        Reply {
+            status: StatusCode::from(code),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn ok() -> Reply {
+        Reply::status(200)
+    }
+
+    fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+pub async fn handle(
+    server: &Arc<Server>,
+    conn: &mut Conn,
+    request: &Request<Vec<u8>>,
+) -> (Response<Vec<u8>>, Option<After>) {
+    let cseq = request
+        .header(&headers::CSEQ)
+        .map(|v| v.as_str().to_owned());
+    let (reply, after) = match &cseq {
+        None => (
+            Reply::status(400).header(headers::CONNECTION, "close"),
+            None,
+        ),
+        Some(_) => dispatch(server, conn, request).await,
+    };
+    let mut builder =
+        Response::builder(Version::V1_0, reply.status).header(headers::SERVER, SERVER);
+    if let Some(cseq) = cseq {
+        builder = builder.header(headers::CSEQ, cseq);
+    }
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    (builder.build(reply.body), after)
+}
+
+async fn dispatch(
+    server: &Arc<Server>,
+    conn: &mut Conn,
+    request: &Request<Vec<u8>>,
+) -> (Reply, Option<After>) {
+    for name in [headers::REQUIRE, headers::PROXY_REQUIRE] {
+        if let Some(options) = request.header(&name) {
+            // We implement no option tags: refuse every one we are required to have.
+            return (
+                Reply::status(551).header(headers::UNSUPPORTED, options.as_str()),
+                None,
+            );
+        }
+    }
+    let session = match request.header(&headers::SESSION) {
+        Some(value) => {
+            let id = value.as_str().split(';').next().unwrap_or_default().trim();
+            match server.sessions.get(id) {
+                Some(session) => {
+                    session.touch();
+                    Some(session)
+                }
+                None => return (Reply::status(454), None),
+            }
+        }
+        None => None,
+    };
+    match request.method() {
+        Method::Options => (Reply::ok().header(headers::PUBLIC, PUBLIC), None),
+        Method::Describe => (describe(server, request).await, None),
+        Method::Setup => (setup(server, conn, request, session).await, None),
+        Method::Play => play(server, request, session).await,
+        Method::Pause => (pause(session), None),
+        Method::Teardown => (teardown(server, session), None),
+        Method::GetParameter | Method::SetParameter => (keep_alive(request, session), None),
+        Method::Announce | Method::Record | Method::Redirect | Method::PlayNotify => {
+            (Reply::status(405).header(headers::ALLOW, PUBLIC), None)
+        }
+        Method::Extension(_) => (Reply::status(501).header(headers::PUBLIC, PUBLIC), None),
+    }
+}
+
+/// The request URL resolved through the mounts, or the error reply.
+fn resolve(server: &Server, request: &Request<Vec<u8>>) -> Result<(Url, Resolved), Reply> {
+    let url = request.request_uri().ok_or_else(|| Reply::status(400))?;
+    let resolved = server
+        .mounts
+        .resolve(url.path())
+        .ok_or_else(|| Reply::status(404))?;
+    Ok((url.clone(), resolved))
+}
+
+/// The presentation's URL as this player reaches the proxy.
+fn presentation_url(request_url: &Url, resolved: &Resolved) -> String {
+    let host = request_url.host_str().unwrap_or("localhost");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = request_url
+        .port()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!("rtsp://{host}{port}{}", resolved.presentation_path)
+}
+
+async fn describe(server: &Arc<Server>, request: &Request<Vec<u8>>) -> Reply {
+    let (url, resolved) = match resolve(server, request) {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    let hub = match server.catalog.hub(&resolved).await {
+        Ok(hub) => hub,
+        Err(e) => {
+            warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "DESCRIBE failed at the origin");
+            return Reply::status(e.rtsp_status());
+        }
+    };
+    let base = presentation_url(&url, &resolved);
+    let sdp = match Sdp::parse(&hub.described().sdp_text) {
+        Ok(sdp) => sdp,
+        Err(e) => {
+            warn!(origin = %resolved.origin_url, error = %e, "origin SDP does not parse");
+            return Reply::status(502);
+        }
+    };
+    let controls: Vec<String> = (0..sdp.media.len())
+        .map(|i| format!("{base}/{}", track_suffix(i)))
+        .collect();
+    let body = sdp.rewrite_controls(None, &controls);
+    let mut reply = Reply::ok()
+        .header(headers::CONTENT_TYPE, "application/sdp")
+        .header(headers::CONTENT_BASE, format!("{base}/"))
+        .header(
+            headers::VIA,
+            format!("RTSP/1.0 {}", SERVER.replace('/', "-")),
+        );
+    reply.body = body.into_bytes();
+    reply
+}
+
+async fn setup(
+    server: &Arc<Server>,
+    conn: &mut Conn,
+    request: &Request<Vec<u8>>,
+    session: Option<Arc<PlayerSession>>,
+) -> Reply {
+    let (_, resolved) = match resolve(server, request) {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    let Some(track) = resolved.track else {
+        // SETUP of the whole presentation: we only set up tracks one by one.
+        return Reply::status(459);
+    };
+    if let Some(session) = &session {
+        if session.presentation.key != resolved.key {
+            return Reply::status(459);
+        }
+        if session.is_playing() {
+            return Reply::status(455);
+        }
+    }
+    let hub = match &session {
+        Some(session) => Arc::clone(&session.hub),
+        None => match server.catalog.hub(&resolved).await {
+            Ok(hub) => hub,
+            Err(e) => {
+                warn!(origin = %resolved.origin_url, error = %e, "SETUP failed at the origin");
+                return Reply::status(e.rtsp_status());
+            }
+        },
+    };
+    if track >= hub.described().tracks.len() {
+        return Reply::status(404);
+    }
+    let offered = match request.header(&headers::TRANSPORT) {
+        Some(value) => value.as_str(),
+        None => return Reply::status(461),
+    };
+    let session = session.unwrap_or_else(|| PlayerSession::new(resolved, hub, conn.peer));
+    let Some(chosen) = choose_transport(offered, &session) else {
+        return Reply::status(461);
+    };
+    let (delivery, answer) = match (chosen.lower, chosen.client_port) {
+        (LowerTransport::Tcp, _) => {
+            let (rtp, rtcp) = chosen
+                .interleaved
+                .unwrap_or_else(|| free_channels(&session));
+            *session
+                .interleaved_conn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(conn.id);
+            let delivery = TrackDelivery::Interleaved {
+                rtp,
+                rtcp,
+                out: conn.out.clone(),
+            };
+            (delivery, TransportSpec::tcp((rtp, rtcp)))
+        }
+        (LowerTransport::Udp, Some(client_ports)) => {
+            let ip = conn.peer.ip();
+            match udp_delivery(server, &session, ip, client_ports).await {
+                Ok((delivery, server_ports)) => {
+                    let mut answer = TransportSpec::udp(client_ports);
+                    answer.server_port = Some(server_ports);
+                    (delivery, answer)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot bind UDP ports for a player");
+                    return Reply::status(503);
+                }
+            }
+        }
+        (LowerTransport::Udp, None) => return Reply::status(461),
+    };
+    session.add_track(track, delivery);
+    if server.sessions.get(&session.id).is_none() {
+        server.sessions.insert(Arc::clone(&session));
+        conn.sessions.push(session.id.clone());
+    }
+    Reply::ok()
+        .header(headers::TRANSPORT, answer.to_string())
+        .header(headers::SESSION, session_header(server, &session))
+}
+
+/// The first alternative we can serve: unicast, media to the player's own
+/// address (a `destination=` elsewhere would make us a traffic reflector),
+/// and interleaved channels not already taken by another track.
+fn choose_transport(offered: &str, session: &PlayerSession) -> Option<TransportSpec> {
+    transport::choose(offered, |t| {
+        !t.multicast
+            && t.destination.is_none()
+            && match t.lower {
+                LowerTransport::Tcp => t
+                    .interleaved
+                    .is_none_or(|(a, b)| !session.uses_channel(a) && !session.uses_channel(b)),
+                LowerTransport::Udp => t.client_port.is_some(),
+            }
+    })
+    .ok()
+}
+
+/// The lowest even interleaved channel pair the session does not use yet.
+fn free_channels(session: &PlayerSession) -> (u8, u8) {
+    (0..=127u8)
+        .map(|i| (2 * i, 2 * i + 1))
+        .find(|&(a, b)| !session.uses_channel(a) && !session.uses_channel(b))
+        .unwrap_or((254, 255))
+}
+
+fn session_header(server: &Server, session: &PlayerSession) -> String {
+    format!(
+        "{};timeout={}",
+        session.id,
+        server.sessions.timeout().as_secs()
+    )
+}
+
+/// Binds an RTP/RTCP port pair toward a UDP player and listens to its RTCP
+/// (receiver reports keep the session alive).
+async fn udp_delivery(
+    server: &Server,
+    session: &Arc<PlayerSession>,
+    player_ip: IpAddr,
+    (rtp_port, rtcp_port): (u16, u16),
+) -> std::io::Result<(TrackDelivery, (u16, u16))> {
+    let (rtp_socket, rtcp_socket) = bind_udp_pair(server.local_addr.ip()).await?;
+    let ports = (
+        rtp_socket.local_addr()?.port(),
+        rtcp_socket.local_addr()?.port(),
+    );
+    let rtcp_socket = Arc::new(rtcp_socket);
+    let listener = Arc::clone(&rtcp_socket);
+    let weak = Arc::downgrade(session);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((_, from)) = listener.recv_from(&mut buf).await {
+            let Some(session) = weak.upgrade() else { break };
+            if from.ip() == player_ip {
+                session.touch();
+            }
+        }
+    });
+    Ok((
+        TrackDelivery::Udp {
+            rtp_socket: Arc::new(rtp_socket),
+            rtcp_socket,
+            rtp_dest: SocketAddr::new(player_ip, rtp_port),
+            rtcp_dest: SocketAddr::new(player_ip, rtcp_port),
+        },
+        ports,
+    ))
+}
+
+/// An even RTP port and the odd one above it (RFC 3550 §11).
+async fn bind_udp_pair(ip: IpAddr) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    let mut last_error = None;
+    for _ in 0..64 {
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let port = rtp.local_addr()?.port();
+        let (rtp, even) = if port % 2 == 0 {
+            (rtp, port)
+        } else {
+            match UdpSocket::bind(SocketAddr::new(ip, port.wrapping_add(1))).await {
+                Ok(s) if port < u16::MAX => (s, port + 1),
+                Ok(_) => continue,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            }
+        };
+        match UdpSocket::bind(SocketAddr::new(ip, even.wrapping_add(1))).await {
+            Ok(rtcp) if even < u16::MAX => return Ok((rtp, rtcp)),
+            Ok(_) => continue,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no free UDP port pair")))
+}
+
+async fn play(
+    server: &Server,
+    request: &Request<Vec<u8>>,
+    session: Option<Arc<PlayerSession>>,
+) -> (Reply, Option<After>) {
+    let Some(session) = session else {
+        return (Reply::status(454), None);
+    };
+    let tracks = session.tracks();
+    if tracks.is_empty() {
+        return (Reply::status(455), None);
+    }
+    let session_value = session_header(server, &session);
+    if session.is_playing() {
+        // Already playing: a PLAY used as a keep-alive changes nothing.
+        return (Reply::ok().header(headers::SESSION, session_value), None);
+    }
+    let sub = match session.hub.play().await {
+        Ok(sub) => sub,
+        Err(e) => {
+            warn!(session = %session.id, error = %e, "PLAY failed at the origin");
+            return (Reply::status(e.rtsp_status()), None);
+        }
+    };
+    let base = request
+        .request_uri()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    let rtp_info = rtp_info(&base, &sub.backlog, tracks.keys().copied());
+    let range = if session.hub.is_live() {
+        "npt=now-".to_owned()
+    } else {
+        "npt=0.000-".to_owned()
+    };
+    let mut reply = Reply::ok()
+        .header(headers::SESSION, session_value)
+        .header(headers::RANGE, range);
+    if !rtp_info.is_empty() {
+        reply = reply.header(headers::RTP_INFO, rtp_info);
+    }
+    info!(session = %session.id, player = %session.peer, backlog = sub.backlog.len(), "playing");
+    (reply, Some(After::StartForwarding(session, sub)))
+}
+
+/// `RTP-Info` for the tracks whose first packet the player will get is known
+/// (the GOP backlog); the others start with whatever the origin sends next.
+fn rtp_info(base: &str, backlog: &[HubPacket], tracks: impl Iterator<Item = usize>) -> String {
+    tracks
+        .filter_map(|track| {
+            let first = backlog.iter().find(|p| p.track == track && !p.rtcp)?;
+            let view = streamcache_rtsp::rtp::RtpView::parse(&first.data).ok()?;
+            Some(format!(
+                "url={base}/{};seq={};rtptime={}",
+                track_suffix(track),
+                view.sequence_number(),
+                view.timestamp()
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn after_response(server: &Arc<Server>, after: After) {
+    match after {
+        After::StartForwarding(session, sub) => {
+            let tracks = session.tracks();
+            let forwarder = tokio::spawn(delivery::forward(
+                Arc::clone(&session),
+                Arc::clone(&server.sessions),
+                sub,
+                tracks,
+            ));
+            session.set_forwarder(forwarder);
+        }
+    }
+}
+
+fn pause(session: Option<Arc<PlayerSession>>) -> Reply {
+    let Some(session) = session else {
+        return Reply::status(454);
+    };
+    // Live: the player resumes at the latest keyframe when it plays again.
+    session.stop();
+    Reply::ok().header(headers::SESSION, session.id.clone())
+}
+
+fn teardown(server: &Server, session: Option<Arc<PlayerSession>>) -> Reply {
+    let Some(session) = session else {
+        return Reply::status(454);
+    };
+    server.sessions.end(&session.id, "teardown");
+    Reply::ok()
+}
+
+fn keep_alive(request: &Request<Vec<u8>>, session: Option<Arc<PlayerSession>>) -> Reply {
+    if request.method() == &Method::SetParameter && !request.body().is_empty() {
+        // We have no parameters to set.
+        return Reply::status(451);
+    }
+    let reply = Reply::ok();
+    match session {
+        Some(session) => reply.header(headers::SESSION, session.id.clone()),
+        None => reply,
+    }
+}

@@ -1,0 +1,93 @@
+//! The RTSP server players talk to (RTSP 1.0, RFC 2326).
+//!
+//! - [`connection`]: one task per TCP connection: reads bytes, cuts them into
+//!   requests and interleaved frames with the sans-io codec
+//!   (`streamcache_rtsp::framing`), answers, and owns the socket's write half
+//!   through a writer task so responses and media never interleave mid-frame;
+//! - [`methods`]: what each RTSP method does;
+//! - [`session`]: player sessions and their timeouts;
+//! - [`delivery`]: getting a hub's packets to a player over TCP or UDP.
+
+mod connection;
+mod delivery;
+mod methods;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use streamcache_rtsp::framing::Limits;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::mounts::Mounts;
+use session::Sessions;
+
+/// What every connection task shares.
+pub struct Server {
+    pub catalog: Arc<Catalog>,
+    pub mounts: Mounts,
+    pub sessions: Arc<Sessions>,
+    pub limits: Limits,
+    /// The address players reach us on; UDP media is sent from this IP.
+    pub local_addr: SocketAddr,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        mounts: Mounts,
+        limits: Limits,
+        session_timeout: Duration,
+        local_addr: SocketAddr,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            catalog,
+            mounts,
+            sessions: Sessions::new(session_timeout),
+            limits,
+            local_addr,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Accepts players until the task is dropped.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let reaper = Arc::clone(&self.sessions);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                reaper.reap();
+            }
+        });
+        info!(addr = %self.local_addr, "RTSP server listening");
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let server = Arc::clone(&self);
+            tokio::spawn(async move { connection::run(server, stream, peer, id).await });
+        }
+    }
+}
+
+/// Binds the RTSP listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for RTSP on {addr}"))
+}

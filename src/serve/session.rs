@@ -1,0 +1,207 @@
+//! Player sessions: what each RTSP session has set up, and the table of them.
+//!
+//! A session belongs to one presentation (one hub). It outlives the TCP
+//! connection that created it when its media goes over UDP (RFC 2326 allows
+//! a player to reconnect), and ends with TEARDOWN, with its interleaved
+//! connection, when the player is too slow, when the presentation ends, or
+//! when nothing was heard from the player for the session timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::delivery::TrackDelivery;
+use crate::hub::Hub;
+use crate::mounts::Resolved;
+
+pub struct PlayerSession {
+    pub id: String,
+    pub presentation: Resolved,
+    pub hub: Arc<Hub>,
+    pub peer: SocketAddr,
+    /// The connection that set up interleaved tracks, if any: the session
+    /// ends with it.
+    pub interleaved_conn: Mutex<Option<u64>>,
+    pub started: Instant,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tracks: BTreeMap<usize, TrackDelivery>,
+    forwarder: Option<JoinHandle<()>>,
+    last_seen: Option<Instant>,
+    bytes_sent: u64,
+}
+
+impl PlayerSession {
+    pub fn new(presentation: Resolved, hub: Arc<Hub>, peer: SocketAddr) -> Arc<PlayerSession> {
+        let id = format!("{:016X}", rand::thread_rng().gen::<u64>());
+        Arc::new(PlayerSession {
+            id,
+            presentation,
+            hub,
+            peer,
+            interleaved_conn: Mutex::new(None),
+            started: Instant::now(),
+            state: Mutex::new(State {
+                last_seen: Some(Instant::now()),
+                ..State::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Something was heard from the player (a request, RTCP).
+    pub fn touch(&self) {
+        self.lock().last_seen = Some(Instant::now());
+    }
+
+    fn idle_for(&self, now: Instant) -> Duration {
+        self.lock()
+            .last_seen
+            .map_or(Duration::ZERO, |seen| now.saturating_duration_since(seen))
+    }
+
+    pub fn add_track(&self, index: usize, delivery: TrackDelivery) {
+        self.lock().tracks.insert(index, delivery);
+    }
+
+    pub fn tracks(&self) -> BTreeMap<usize, TrackDelivery> {
+        self.lock().tracks.clone()
+    }
+
+    /// Interleaved channels already taken by this session's tracks.
+    pub fn uses_channel(&self, channel: u8) -> bool {
+        self.lock().tracks.values().any(|t| t.uses_channel(channel))
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.lock()
+            .forwarder
+            .as_ref()
+            .is_some_and(|f| !f.is_finished())
+    }
+
+    pub fn set_forwarder(&self, forwarder: JoinHandle<()>) {
+        if let Some(old) = self.lock().forwarder.replace(forwarder) {
+            old.abort();
+        }
+    }
+
+    /// Stops sending (PAUSE, TEARDOWN, end of session).
+    pub fn stop(&self) {
+        if let Some(forwarder) = self.lock().forwarder.take() {
+            forwarder.abort();
+        }
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.lock().bytes_sent += n;
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.lock().bytes_sent
+    }
+}
+
+/// All sessions of the server, by id.
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<PlayerSession>>>,
+    timeout: Duration,
+}
+
+impl Sessions {
+    pub fn new(timeout: Duration) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            map: Mutex::new(HashMap::new()),
+            timeout,
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<PlayerSession>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, session: Arc<PlayerSession>) {
+        info!(
+            session = %session.id,
+            player = %session.peer,
+            mount = %session.presentation.mount.path,
+            path = %session.presentation.presentation_path,
+            "session started"
+        );
+        self.lock().insert(session.id.clone(), session);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<PlayerSession>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Ends a session: stops its forwarder and logs one line about it.
+    pub fn end(&self, id: &str, why: &str) {
+        let Some(session) = self.lock().remove(id) else {
+            return;
+        };
+        session.stop();
+        let transport = if session
+            .interleaved_conn
+            .lock()
+            .map_or(true, |c| c.is_none())
+        {
+            "udp"
+        } else {
+            "tcp"
+        };
+        info!(
+            session = %session.id,
+            player = %session.peer,
+            mount = %session.presentation.mount.path,
+            transport,
+            bytes = session.bytes_sent(),
+            secs = session.started.elapsed().as_secs_f32(),
+            why,
+            "session ended"
+        );
+    }
+
+    /// Ends the sessions whose media went over a connection that closed.
+    pub fn end_for_connection(&self, conn: u64) {
+        let ids: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|s| s.interleaved_conn.lock().is_ok_and(|c| *c == Some(conn)))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            self.end(&id, "connection closed");
+        }
+    }
+
+    /// Ends sessions not heard from within the timeout. Run periodically.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let stale: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|s| s.idle_for(now) > self.timeout)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in stale {
+            self.end(&id, "timed out");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""A real third-party RTSP origin for streamcache's end-to-end tests.
+
+GStreamer's RTSP server (gst-rtsp-server 1.22 through python3-gi) serving:
+
+  /live  a shared live source: videotestsrc + timeoverlay -> x264 (~2 Mbit/s,
+         keyframe every 25 frames = 1 s) and audiotestsrc -> AAC. One pipeline
+         for every client, like a camera.
+  /vod   the --media file (Matroska, H.264 + AAC) on demand: one pipeline per
+         client, seekable with Range.
+
+Run with /usr/bin/python3 (it imports gi). Prints `READY port=N` once it
+listens (N is the bound port, so `--port 0` works) and then one flushed line
+per event, for the tests to count and inspect:
+
+  ORIGIN client-connected ip=IP port=PORT client=ID
+  ORIGIN request method=M uri=URI range=R transport=T auth=A session=S client=ID
+  ORIGIN new-session id=SID client=ID
+  ORIGIN session-removed id=SID
+  ORIGIN client-closed client=ID
+  ORIGIN stopping signal=TERM|INT|stdin-eof
+
+Values never contain spaces; an absent header is `-`. `auth` is the scheme of
+the Authorization header (Basic/Digest) or `-`, never the credentials.
+ID numbers the TCP connections from 1 in accept order.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+_print_lock = threading.Lock()
+
+
+def log(*fields):
+    """One event per line, flushed at once: the tests read our stdout live."""
+    line = " ".join(str(f) for f in fields)
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def clean(value):
+    """A header value as one space-free token (`-` when absent)."""
+    if value is None or value == "":
+        return "-"
+    return value.replace(" ", "%20")
+
+
+def header(msg, field):
+    res, value = msg.get_header(field, 0)
+    return value if res == GstRtsp.RTSPResult.OK else None
+
+
+def launch_quote(path):
+    """Quote a file path for a gst-launch description."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def live_launch(audio_encoder):
+    # ~2 Mbit/s of video for ~5% of a core: a scrolling SMPTE pattern saturates
+    # x264's 2000 kbit/s rate control even at 320x240, so load tests move
+    # realistic volumes without the origin eating the CI machine's 2 cores.
+    # tune=zerolatency: no lookahead or B-frames, a camera-like stream.
+    # config-interval=-1: SPS/PPS before every IDR (one a second), so a late
+    # joiner can start decoding at any keyframe.
+    return (
+        "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
+        "! video/x-raw,width=320,height=240,framerate=25/1 "
+        "! timeoverlay ! videoconvert "
+        "! x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 "
+        "key-int-max=25 threads=1 "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 "
+        "audiotestsrc is-live=true wave=sine freq=440 "
+        "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 "
+        f"! {audio_encoder} bitrate=96000 ! aacparse "
+        "! rtpmp4gpay name=pay1 pt=97 )"
+    )
+
+
+def vod_launch(media):
+    # No re-encoding: the payloaders carry the file's own access units, so a
+    # pull decodes frame-identically to the file (TESTING.md).
+    return (
+        f"( filesrc location={launch_quote(media)} ! matroskademux name=demux "
+        "demux.video_0 ! queue ! h264parse "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 "
+        "demux.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97 )"
+    )
+
+
+def pick_aac_encoder():
+    for name in ("avenc_aac", "voaacenc"):
+        if Gst.ElementFactory.find(name) is not None:
+            return name
+    sys.exit("origin.py: no AAC encoder (avenc_aac or voaacenc); install gstreamer1.0-libav")
+
+
+class Origin:
+    def __init__(self, args):
+        self.args = args
+        self.next_client = 0
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_address(args.address)
+        self.server.set_service(str(args.port))
+        self.server.set_backlog(args.backlog)
+        self.server.connect("client-connected", self.on_client_connected)
+        self.server.get_session_pool().connect("session-removed", self.on_session_removed)
+
+        protocols = GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP
+        mounts = self.server.get_mount_points()
+
+        live = GstRtspServer.RTSPMediaFactory()
+        live.set_launch(live_launch(pick_aac_encoder()))
+        live.set_shared(True)
+        live.set_protocols(protocols)
+        # gst-rtsp-server 1.22 can deadlock for good when many clients PLAY a
+        # shared pipeline whose source claims to be seekable (a flushing seek
+        # per PLAY). Publishing clock and offset makes the media non-seekable.
+        live.set_publish_clock_mode(GstRtspServer.RTSPPublishClockMode.CLOCK_AND_OFFSET)
+        mounts.add_factory("/live", live)
+
+        factories = [live]
+        if args.media:
+            vod = GstRtspServer.RTSPMediaFactory()
+            vod.set_launch(vod_launch(args.media))
+            vod.set_shared(False)
+            vod.set_protocols(protocols)
+            mounts.add_factory("/vod", vod)
+            factories.append(vod)
+
+        if args.user is not None:
+            self.protect(args, factories)
+
+    def protect(self, args, factories):
+        """Everything needs the one user's credentials; anonymous gets 401."""
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "user")
+        if args.auth == "digest":
+            auth.add_digest(args.user, args.password, token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        else:
+            basic = GstRtspServer.RTSPAuth.make_basic(args.user, args.password)
+            auth.add_basic(basic, token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+        self.server.set_auth(auth)
+        role = Gst.Structure.new_from_string(
+            "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+        )
+        for factory in factories:
+            factory.add_role_from_structure(role)
+
+    # --- logging hooks -------------------------------------------------------
+
+    def on_client_connected(self, _server, client):
+        self.next_client += 1
+        cid = self.next_client
+        conn = client.get_connection()
+        ip = conn.get_ip()
+        try:
+            port = conn.get_read_socket().get_remote_address().get_port()
+        except GLib.Error:
+            port = "-"
+        log("ORIGIN client-connected", f"ip={ip}", f"port={port}", f"client={cid}")
+
+        def on_request(_client, ctx):
+            req = ctx.request
+            _res, method, uri, _version = req.parse_request()
+            authz = header(req, GstRtsp.RTSPHeaderField.AUTHORIZATION)
+            session = header(req, GstRtsp.RTSPHeaderField.SESSION)
+            log(
+                "ORIGIN request",
+                f"method={GstRtsp.rtsp_method_as_text(method)}",
+                f"uri={clean(uri)}",
+                f"range={clean(header(req, GstRtsp.RTSPHeaderField.RANGE))}",
+                f"transport={clean(header(req, GstRtsp.RTSPHeaderField.TRANSPORT))}",
+                f"auth={clean(authz.split(' ', 1)[0] if authz else None)}",
+                f"session={clean(session.split(';', 1)[0] if session else None)}",
+                f"client={cid}",
+            )
+            return GstRtsp.RTSPStatusCode.OK
+
+        # The pre-*-request signals fire before authentication and media
+        # lookup, so refused requests are logged too.
+        for name in (
+            "options",
+            "describe",
+            "setup",
+            "play",
+            "pause",
+            "teardown",
+            "get-parameter",
+            "set-parameter",
+            "announce",
+            "record",
+        ):
+            client.connect(f"pre-{name}-request", on_request)
+
+        client.connect(
+            "new-session",
+            lambda _c, session: log("ORIGIN new-session", f"id={session.get_sessionid()}", f"client={cid}"),
+        )
+        client.connect("closed", lambda _c: log("ORIGIN client-closed", f"client={cid}"))
+
+    def on_session_removed(self, _pool, session):
+        log("ORIGIN session-removed", f"id={session.get_sessionid()}")
+
+    # --- run -----------------------------------------------------------------
+
+    def run(self):
+        loop = GLib.MainLoop()
+        if self.server.attach(None) == 0:
+            sys.exit(f"origin.py: cannot listen on {self.args.address}:{self.args.port}")
+
+        def stop(signame):
+            log("ORIGIN stopping", f"signal={signame}")
+            loop.quit()
+            return GLib.SOURCE_REMOVE
+
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, stop, "TERM")
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, stop, "INT")
+        if self.args.watch_stdin:
+            # The test harness holds our stdin open; if it dies without killing
+            # us (SIGKILLed test binary, aborted CI job) we see EOF and leave.
+            GLib.io_add_watch(
+                GLib.IOChannel.unix_new(sys.stdin.fileno()),
+                GLib.PRIORITY_DEFAULT,
+                GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR,
+                lambda *_: stop("stdin-eof") if not sys.stdin.buffer.raw.read(4096) else True,
+            )
+        log(f"READY port={self.server.get_bound_port()}")
+        loop.run()
+        # Close every client connection (this tears their sessions down) before
+        # exiting, so players see the connection end rather than a hang.
+        self.server.client_filter(lambda _s, _c: GstRtspServer.RTSPFilterResult.REMOVE)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--port", type=int, required=True, help="RTSP port (0: any free one)")
+    parser.add_argument("--address", default="127.0.0.1", help="listen address")
+    parser.add_argument("--media", help="MKV file (H.264 + AAC) served at /vod")
+    parser.add_argument("--user", help="require these credentials for everything")
+    parser.add_argument("--password")
+    parser.add_argument("--auth", choices=("basic", "digest"), default="basic")
+    parser.add_argument("--backlog", type=int, default=1024, help="listen backlog")
+    parser.add_argument(
+        "--watch-stdin", action="store_true", help="exit when stdin reaches end of file"
+    )
+    args = parser.parse_args()
+    if (args.user is None) != (args.password is None):
+        parser.error("--user and --password go together")
+    if args.media and not os.path.isfile(args.media):
+        parser.error(f"--media {args.media}: no such file")
+    Gst.init(None)
+    Origin(args).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+//! `streamcache-loadgen`: a raw RTSP load client for measuring streamcache
+//! (or any RTSP server) on loopback.
+//!
+//! It opens N player sessions over RTP/AVP/TCP interleaved, ramped at a
+//! given rate, keeps them all playing for a duration, optionally starts one
+//! late joiner, and reports set-up outcomes, bytes and packets received,
+//! sequence loss, PLAY → first-packet latency, and the pacing error of
+//! packets against their RTP timestamps. See `tools/loadgen/README.md` for
+//! what each figure means exactly.
+//!
+//! Modules: [`client`] (one RTSP connection on the project's sans-io codec),
+//! [`session`] (one player from DESCRIBE to TEARDOWN), [`track`] (per-track
+//! counters, loss and pacing), [`rap`] (random-access detection),
+//! [`histogram`], [`report`].
+
+mod client;
+mod histogram;
+mod rap;
+mod report;
+mod session;
+mod track;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use report::{Report, RunInfo};
+use session::{Plan, SessionResult, TEARDOWN_WAIT};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use streamcache_rtsp::rtsp_types::{Host, Url};
+use tokio::time::{sleep_until, timeout_at};
+
+/// Raw RTSP load client: N players over TCP interleaved against a loopback
+/// RTSP server, reporting loss, first-packet latency and pacing.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// rtsp:// URL of the presentation; its host must be a loopback address.
+    url: String,
+    /// Number of player sessions.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    players: usize,
+    /// Sessions started per second while ramping up.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Seconds all players keep playing together once the ramp is done.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Seconds allowed for connecting and for each set-up request.
+    #[arg(long, default_value_t = 10.0)]
+    setup_timeout: f64,
+    /// `Range` header for PLAY, e.g. `npt=0.000-` (none by default).
+    #[arg(long)]
+    range: Option<String>,
+    /// Also start one extra session after the ramp and report it apart.
+    #[arg(long)]
+    late_joiner: bool,
+    /// Seconds after the ramp at which the late joiner starts [default: half
+    /// the duration].
+    #[arg(long)]
+    late_delay: Option<f64>,
+    /// Print the report as JSON (with one line per session) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Runtime worker threads (the load client's share of the CPU).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Slack after the last deadline before unfinished sessions are abandoned.
+const FINISH_SLACK: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match measure(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamcache-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the load and prints the report.
+fn measure(args: &Args) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(run(args))?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        report.human()
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing the report")
+}
+
+fn secs(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{what} must be a positive number of seconds, got {value}"))
+}
+
+/// Starts every session on its schedule and waits for all of them.
+async fn run(args: &Args) -> Result<Report> {
+    ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be positive"
+    );
+    ensure!(
+        args.players > 0 || args.late_joiner,
+        "nothing to do: no players and no late joiner"
+    );
+    let duration = secs(args.duration, "--duration")?;
+    let setup_timeout = secs(args.setup_timeout, "--setup-timeout")?;
+    let late_delay = match args.late_delay {
+        Some(d) => Duration::try_from_secs_f64(d).context("--late-delay")?,
+        None => duration / 2,
+    };
+    ensure!(
+        late_delay < duration,
+        "--late-delay must be shorter than --duration"
+    );
+    let url = Url::parse(&args.url).with_context(|| format!("URL {:?}", args.url))?;
+    ensure!(url.scheme() == "rtsp", "only rtsp:// URLs are supported");
+    let addr = loopback_addr(&url).await?;
+
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let ramp = Duration::from_secs_f64(args.players as f64 / args.rate);
+    let plan = Plan {
+        url: url.clone(),
+        addr,
+        range: args.range.clone(),
+        setup_timeout,
+        stop_at: t0 + ramp + duration,
+    };
+    let abandon_at = plan.stop_at + TEARDOWN_WAIT + FINISH_SLACK;
+
+    let starts = (0..args.players).map(|i| t0 + Duration::from_secs_f64(i as f64 / args.rate));
+    let handles: Vec<_> = starts.map(|start| spawn_session(&plan, start)).collect();
+    let late = args
+        .late_joiner
+        .then(|| spawn_session(&plan, t0 + ramp + late_delay));
+
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(finish(handle, abandon_at).await);
+    }
+    let late = match late {
+        Some(h) => Some(finish(h, abandon_at).await),
+        None => None,
+    };
+    let info = RunInfo {
+        url: url.to_string(),
+        players: args.players,
+        ramp_per_sec: args.rate,
+        duration_secs: duration.as_secs_f64(),
+    };
+    Ok(Report::build(info, &results, late.as_ref()))
+}
+
+fn spawn_session(plan: &Plan, start: Instant) -> tokio::task::JoinHandle<SessionResult> {
+    let plan = plan.clone();
+    tokio::spawn(async move {
+        sleep_until(start.into()).await;
+        session::run(&plan).await
+    })
+}
+
+/// Waits for a session until `abandon_at`; one still running is aborted.
+async fn finish(
+    mut handle: tokio::task::JoinHandle<SessionResult>,
+    abandon_at: Instant,
+) -> SessionResult {
+    let failure = match timeout_at(abandon_at.into(), &mut handle).await {
+        Ok(Ok(result)) => return result,
+        Ok(Err(e)) => format!("session task failed: {e}"),
+        Err(_) => {
+            handle.abort();
+            "session did not finish in time".to_string()
+        }
+    };
+    SessionResult {
+        failure: Some(failure),
+        ..SessionResult::default()
+    }
+}
+
+/// Resolves the URL's host and refuses anything that is not loopback: this
+/// tool generates real load and must not be pointed at another machine.
+async fn loopback_addr(url: &Url) -> Result<SocketAddr> {
+    let port = url.port().unwrap_or(554);
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(Host::Ipv4(a)) => vec![SocketAddr::new(IpAddr::V4(a), port)],
+        Some(Host::Ipv6(a)) => vec![SocketAddr::new(IpAddr::V6(a), port)],
+        Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .with_context(|| format!("resolving {name}"))?
+            .collect(),
+        None => bail!("URL {url} has no host"),
+    };
+    match addrs.first() {
+        Some(first) if addrs.iter().all(|a| a.ip().is_loopback()) => Ok(*first),
+        Some(_) => bail!("refusing {url}: its host is not a loopback address"),
+        None => bail!("{url}: host resolves to no address"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn check(url: &str) -> Result<SocketAddr> {
+        loopback_addr(&Url::parse(url).unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn accepts_only_loopback_hosts() {
+        assert_eq!(
+            check("rtsp://127.0.0.1:8554/x").await.unwrap(),
+            "127.0.0.1:8554".parse().unwrap()
+        );
+        assert_eq!(check("rtsp://[::1]/x").await.unwrap().port(), 554);
+        assert!(check("rtsp://localhost:1/x").await.is_ok());
+        let err = check("rtsp://192.0.2.1/x").await.unwrap_err();
+        assert!(err.to_string().contains("not a loopback"), "{err}");
+    }
+
+    #[test]
+    fn arguments_parse() {
+        let a = Args::try_parse_from([
+            "streamcache-loadgen",
+            "rtsp://127.0.0.1/x",
+            "-n",
+            "200",
+            "--late-joiner",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!((a.players, a.late_joiner, a.json), (200, true, true));
+        assert_eq!(a.duration, 30.0);
+    }
+}
