@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use streamcache_cache::Store;
+use streamcache_cache::{Metadata, PresentationState, Store};
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::MountTransport;
 use crate::hub::{Hub, HubSettings};
@@ -19,6 +19,12 @@ use crate::mounts::{OriginTiming, Resolved};
 use crate::origin::{self, OriginError, OriginTarget, TransportPref};
 
 type Slot = Arc<AsyncMutex<Option<Arc<Hub>>>>;
+
+/// A presentation the store holds completely: it plays without the origin.
+pub struct CachedTitle {
+    pub store: Store,
+    pub metadata: Metadata,
+}
 
 pub struct Catalog {
     store: Store,
@@ -34,6 +40,24 @@ impl Catalog {
             timing,
             hub_settings,
             slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The stored title for a key, if the store holds all of it.
+    pub fn cached(&self, key: &str) -> Option<Arc<CachedTitle>> {
+        let metadata = match self.store.metadata(key) {
+            Ok(Some(metadata)) => metadata,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!(key, error = %e, "cache entry unreadable: going to the origin");
+                return None;
+            }
+        };
+        (metadata.state == PresentationState::Complete).then(|| {
+            Arc::new(CachedTitle {
+                store: self.store.clone(),
+                metadata,
+            })
         })
     }
 

@@ -27,7 +27,7 @@ use streamcache_cache::{
     CacheHeaders as StoreCacheHeaders, Metadata, NptRange, PresentationState, RecordFlags,
     RecordIn, RecordKind, Store, TrackMeta, Writer,
 };
-use streamcache_rtsp::rtp::{Codec, RtpView};
+use streamcache_rtsp::rtp::{self, Codec, RtpView};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
@@ -238,6 +238,8 @@ struct TrackClock {
     base: Option<u32>,
     /// Last timestamp extended to 64 bits, to carry across 32-bit wrap.
     last_ext: Option<i64>,
+    /// Timestamp of the last access unit that was a random-access point.
+    last_rap_ts: Option<u32>,
 }
 
 impl TrackClock {
@@ -285,6 +287,7 @@ impl HubTask {
                 clock_rate: t.clock_rate,
                 base: None,
                 last_ext: None,
+                last_rap_ts: None,
             })
             .collect();
         let has_video = clocks.iter().any(|c| c.video);
@@ -452,16 +455,27 @@ impl HubTask {
             };
             npt_ns = self.npt_offset_ns + clock.media_ns(rtp.timestamp());
             let random_access = if clock.video {
-                streamcache_rtsp::rtp::is_random_access(clock.codec, rtp.payload())
+                // Parameter sets travel in packets of their own just before
+                // a keyframe, with its timestamp (encoders and cameras send
+                // them with keyframes): counting them starts a late joiner
+                // or a seek with them, so its decoder starts clean.
+                let payload = rtp.payload();
+                rtp::is_random_access(clock.codec, payload)
+                    || rtp::has_parameter_sets(clock.codec, payload)
             } else {
                 // Without video every audio packet is a place to start.
                 !self.has_video
             };
+            // Only the first packet of a keyframe's access unit (its
+            // parameter sets come first, with the same timestamp) is where a
+            // seek may land.
+            let first_of_unit = random_access && clock.last_rap_ts != Some(rtp.timestamp());
             if random_access && clock.video {
                 random_access_ts = Some(rtp.timestamp());
+                clock.last_rap_ts = Some(rtp.timestamp());
             }
             self.last_npt_ns = self.last_npt_ns.max(npt_ns);
-            self.record(track, rtcp, &data, npt_ns, random_access);
+            self.record(track, rtcp, &data, npt_ns, first_of_unit);
         } else {
             self.record(track, rtcp, &data, npt_ns, false);
         }
@@ -564,6 +578,7 @@ mod tests {
             clock_rate: rate,
             base: None,
             last_ext: None,
+            last_rap_ts: None,
         }
     }
 

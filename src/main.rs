@@ -10,7 +10,9 @@ mod config;
 mod hub;
 mod mounts;
 mod origin;
+mod playback;
 mod serve;
+mod udp_pair;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

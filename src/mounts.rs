@@ -181,7 +181,7 @@ mod tests {
         let r = m.resolve("/cams/front").expect("under /cams");
         assert_eq!(
             r.origin_url.as_str(),
-            "rtsp://origin.example:8554/live/front"
+            "rtsp://Origin.example:8554/live/front"
         );
         assert_eq!(r.key, "rtsp://origin.example:8554/live/front");
         assert_eq!(r.track, None);

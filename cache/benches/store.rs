@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p streamcache-cache`
 
+// `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

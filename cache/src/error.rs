@@ -69,6 +69,8 @@ pub enum CacheError {
     RecordTooLarge { key: String, len: usize, max: usize },
     #[error("{}: the store is already open in another process", path.display())]
     Locked { path: PathBuf },
+    #[error("{}: the store is open read-only", path.display())]
+    ReadOnly { path: PathBuf },
     #[error("invalid store configuration: {0}")]
     Config(String),
 }

@@ -178,7 +178,7 @@ impl SegmentHeader {
             capacity: field(40),
         };
         let header_len = header.header_len as usize;
-        if header_len < HEADER_LEN || header_len % 8 != 0 || header_len > bytes.len() {
+        if header_len < HEADER_LEN || !header_len.is_multiple_of(8) || header_len > bytes.len() {
             return Err(CacheError::corrupt(
                 path,
                 12,

@@ -35,8 +35,9 @@
 //! budget is exceeded costs nothing worth a dependency.
 //!
 //! The store is synchronous (no async runtime), `Send + Sync` and cheap to
-//! clone. Only one process may open a store directory at a time (an advisory
-//! lock on `<root>/.lock`).
+//! clone. Only one process may open a store directory for writing at a time
+//! (an advisory lock on `<root>/.lock`); [`Store::open_read_only`] lets tools
+//! list and verify a store while the daemon writes it.
 
 mod error;
 pub mod format;

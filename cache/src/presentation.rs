@@ -147,7 +147,7 @@ impl PresState {
     /// The segment played after the one at `order` (the first if `None`).
     pub fn next_after(&self, order: Option<PlayOrder>) -> Option<Arc<Segment>> {
         self.segments()
-            .find(|s| order.map_or(true, |o| o < s.play_order()))
+            .find(|s| order.is_none_or(|o| o < s.play_order()))
             .cloned()
     }
 

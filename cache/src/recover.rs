@@ -7,6 +7,10 @@
 //! kept, whatever follows is cut, and the segment is sealed with the
 //! `RECOVERED` trailer flag. A presentation whose metadata still says
 //! `recording` becomes `partial`.
+//!
+//! Opened read-only ([`Mode::ReadOnly`], e.g. to verify a store another
+//! process is writing) nothing is changed: an unsealed segment is taken with
+//! its verified prefix, as a live segment.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -23,11 +27,21 @@ use crate::presentation::{
 use crate::segment::{Segment, SegmentInit};
 use crate::{fsutil, parse_metadata, CacheError, PresentationState};
 
+/// Whether loading may repair what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The store is ours (locked): recover, clean up.
+    Repair,
+    /// Another process may be writing: change nothing.
+    ReadOnly,
+}
+
 /// Loads the presentation in `dir`. Problems that do not prevent it from
 /// being used (a cut or skipped segment) go to `problems`; an error means the
 /// whole directory is skipped.
 pub fn load_presentation(
     dir: &Path,
+    mode: Mode,
     problems: &mut Vec<CacheError>,
 ) -> Result<Presentation, CacheError> {
     let meta_path = dir.join(META_FILE);
@@ -44,7 +58,7 @@ pub fn load_presentation(
         let entry = entry.map_err(|e| CacheError::io(dir, e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
+        if name.ends_with(".tmp") && mode == Mode::Repair {
             // An interrupted metadata replacement or segment creation.
             if let Err(e) = fs::remove_file(&path) {
                 problems.push(CacheError::io(&path, e));
@@ -53,7 +67,7 @@ pub fn load_presentation(
         }
         if path.extension().is_some_and(|x| x == SEGMENT_EXT) {
             state.max_run = state.max_run.max(run_of_name(&name).unwrap_or(0));
-            match load_segment(&path, problems) {
+            match load_segment(&path, mode, problems) {
                 Ok(Some(segment)) => state.add_segment(segment),
                 Ok(None) => {}
                 Err(e) => problems.push(e),
@@ -66,7 +80,7 @@ pub fn load_presentation(
         .and_then(|m| m.modified())
         .map_or(0, fsutil::unix_ns);
     // A writer that was still open died with the process.
-    if meta.state == PresentationState::Recording {
+    if meta.state == PresentationState::Recording && mode == Mode::Repair {
         meta.state = PresentationState::Partial;
     }
     meta.spans = state.spans();
@@ -77,7 +91,7 @@ pub fn load_presentation(
         bytes,
         last_played,
     );
-    if meta != presentation.lock().meta {
+    if meta != presentation.lock().meta && mode == Mode::Repair {
         match presentation.save_meta(&meta) {
             Ok(()) => presentation.lock().meta = meta,
             Err(e) => problems.push(e),
@@ -86,48 +100,57 @@ pub fn load_presentation(
     Ok(presentation)
 }
 
-/// Loads one segment file, recovering it if it was not sealed. `None` if it
-/// held no records and was removed.
+/// Loads one segment file, recovering it if it was not sealed (in
+/// [`Mode::Repair`]). `None` if it holds no record.
 fn load_segment(
     path: &Path,
+    mode: Mode,
     problems: &mut Vec<CacheError>,
 ) -> Result<Option<Arc<Segment>>, CacheError> {
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(mode == Mode::Repair)
         .open(path)
         .map_err(|e| CacheError::io(path, e))?;
     let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
-    if len == 0 {
-        return Err(CacheError::corrupt(path, 0, "empty segment file"));
+    if len < format::HEADER_LEN as u64 {
+        return Err(CacheError::corrupt(
+            path,
+            len,
+            "file ends inside the 64-byte segment header",
+        ));
     }
-    // SAFETY: the store holds the directory lock, so no other process writes
-    // this file; this process has no writer on it yet.
+    // SAFETY: in repair mode the store holds the directory lock, so nothing
+    // else writes the file. Read-only, another process may be appending past
+    // the verified prefix, which only ever reads bytes it has written.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
     let (header, inspected) = format::inspect_segment(path, &map)?;
-    let trailer = match inspected {
-        Inspected::Sealed(trailer) => trailer,
+    drop(map);
+    let (summary, sealed) = match inspected {
+        Inspected::Sealed(trailer) => (trailer, true),
         Inspected::Unsealed(scan) => {
-            let flags = match &scan.stop {
-                ScanStop::Trailer(t) => t.flags,
-                ScanStop::Bad(what) => {
+            if scan.record_count == 0 {
+                if mode == Mode::Repair {
+                    // Created, never written: nothing to keep.
+                    fs::remove_file(path).map_err(|e| CacheError::io(path, e))?;
+                }
+                return Ok(None);
+            }
+            let mut flags = format::TRAILER_FINAL | format::TRAILER_RECOVERED;
+            match &scan.stop {
+                // Sealed, but not trimmed to the trailer: keep its flags.
+                ScanStop::Trailer(t) => flags = t.flags,
+                // Read-only, a torn tail may be a record another process is
+                // writing right now: not a problem to report.
+                ScanStop::Bad(what) if mode == Mode::Repair => {
                     debug!(path = %path.display(), offset = scan.records_end, what, "cutting segment");
                     problems.push(CacheError::Recovered {
                         path: path.to_path_buf(),
                         offset: scan.records_end,
                         kept_records: scan.record_count,
                     });
-                    format::TRAILER_FINAL | format::TRAILER_RECOVERED
                 }
-                ScanStop::End | ScanStop::Zeroed => {
-                    format::TRAILER_FINAL | format::TRAILER_RECOVERED
-                }
-            };
-            drop(map);
-            if scan.record_count == 0 {
-                // Created, never written: nothing to keep.
-                fs::remove_file(path).map_err(|e| CacheError::io(path, e))?;
-                return Ok(None);
+                ScanStop::Bad(_) | ScanStop::End | ScanStop::Zeroed => {}
             }
             let trailer = Trailer {
                 records_end: scan.records_end,
@@ -137,21 +160,21 @@ fn load_segment(
                 flags,
                 index: scan.index,
             };
-            seal(&file, path, &trailer)?;
-            trailer
+            if mode == Mode::Repair {
+                seal(&file, path, &trailer)?;
+            }
+            (trailer, mode == Mode::Repair)
         }
     };
-    let file_len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
     Ok(Some(Segment::new(SegmentInit {
         path: path.to_path_buf(),
         header,
-        committed: trailer.records_end,
-        sealed: true,
-        file_len,
-        records: trailer.record_count,
-        min_ns: trailer.min_ns,
-        max_ns: trailer.max_ns,
-        index: trailer.index,
+        committed: summary.records_end,
+        sealed,
+        records: summary.record_count,
+        min_ns: summary.min_ns,
+        max_ns: summary.max_ns,
+        index: summary.index,
     })))
 }
 

@@ -31,8 +31,6 @@ pub struct Segment {
     pub committed: AtomicU64,
     /// No record will be added after `committed`.
     pub sealed: AtomicBool,
-    /// Length of the file on disk (capacity while open, trimmed when sealed).
-    pub file_len: AtomicU64,
     pub records: AtomicU64,
     pub min_ns: AtomicU64,
     pub max_ns: AtomicU64,
@@ -46,7 +44,6 @@ pub struct SegmentInit {
     pub header: SegmentHeader,
     pub committed: u64,
     pub sealed: bool,
-    pub file_len: u64,
     pub records: u64,
     pub min_ns: u64,
     pub max_ns: u64,
@@ -63,7 +60,6 @@ impl Segment {
             header_len: u64::from(init.header.header_len),
             committed: AtomicU64::new(init.committed),
             sealed: AtomicBool::new(init.sealed),
-            file_len: AtomicU64::new(init.file_len),
             records: AtomicU64::new(init.records),
             min_ns: AtomicU64::new(init.min_ns),
             max_ns: AtomicU64::new(init.max_ns),

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::format::{self, Trailer};
 use crate::presentation::{dir_for_key, PresState, Presentation, PLAYED_FILE};
 use crate::reader::Reader;
+use crate::recover::Mode;
 use crate::syncer::Syncer;
 use crate::verify::{verify_presentation, VerifyReport};
 use crate::writer::Writer;
@@ -63,8 +64,10 @@ pub(crate) struct Inner {
     pub cfg: StoreConfig,
     entries: Mutex<HashMap<String, Arc<Presentation>>>,
     pub syncer: Syncer,
-    /// Held for the store's lifetime: the directory lock.
-    _lock: File,
+    mode: Mode,
+    /// Held for the store's lifetime: the directory lock (not taken
+    /// read-only).
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for Store {
@@ -80,7 +83,30 @@ impl Store {
     /// Opens (creating if needed) the store in `root` and recovers it. The
     /// problems found (segments cut or skipped, entries that could not be
     /// loaded) are returned beside the store; they do not make it fail.
+    ///
+    /// Only one process may have a store open this way
+    /// ([`CacheError::Locked`]).
     pub fn open(root: &Path, cfg: StoreConfig) -> Result<(Store, Vec<CacheError>), CacheError> {
+        Store::open_in(root, cfg, Mode::Repair)
+    }
+
+    /// Opens the store in `root` without changing anything on disk, also while
+    /// another process has it open (for `cache ls` and `cache verify` beside a
+    /// running daemon). Segments that are not sealed are read up to their
+    /// last verified record. Writing, purging and eviction fail with
+    /// [`CacheError::ReadOnly`] or do nothing.
+    pub fn open_read_only(
+        root: &Path,
+        cfg: StoreConfig,
+    ) -> Result<(Store, Vec<CacheError>), CacheError> {
+        Store::open_in(root, cfg, Mode::ReadOnly)
+    }
+
+    fn open_in(
+        root: &Path,
+        cfg: StoreConfig,
+        mode: Mode,
+    ) -> Result<(Store, Vec<CacheError>), CacheError> {
         if cfg.segment_max_bytes < MIN_SEGMENT_BYTES
             || usize::try_from(cfg.segment_max_bytes).is_err()
         {
@@ -89,19 +115,10 @@ impl Store {
                 cfg.segment_max_bytes
             )));
         }
-        fs::create_dir_all(root).map_err(|e| CacheError::io(root, e))?;
-        let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| CacheError::io(&lock_path, e))?;
-        if !fsutil::try_lock_exclusive(&lock).map_err(|e| CacheError::io(&lock_path, e))? {
-            return Err(CacheError::Locked {
-                path: root.to_path_buf(),
-            });
-        }
+        let lock = match mode {
+            Mode::Repair => Some(lock(root)?),
+            Mode::ReadOnly => None,
+        };
         let mut problems = Vec::new();
         let mut entries: HashMap<String, Arc<Presentation>> = HashMap::new();
         for entry in fs::read_dir(root).map_err(|e| CacheError::io(root, e))? {
@@ -109,14 +126,16 @@ impl Store {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             if name.starts_with(TRASH_PREFIX) {
-                // A purge that was interrupted.
-                remove_tree(&path);
+                // A purge that was interrupted (or, read-only, in progress).
+                if mode == Mode::Repair {
+                    remove_tree(&path);
+                }
                 continue;
             }
             if name.starts_with('.') || !path.is_dir() {
                 continue;
             }
-            match recover::load_presentation(&path, &mut problems) {
+            match recover::load_presentation(&path, mode, &mut problems) {
                 Ok(p) if entries.contains_key(&p.key) => problems.push(CacheError::corrupt(
                     p.meta_path(),
                     0,
@@ -134,6 +153,7 @@ impl Store {
             cfg,
             entries: Mutex::new(entries),
             syncer,
+            mode,
             _lock: lock,
         };
         Ok((
@@ -149,6 +169,7 @@ impl Store {
     /// npt order). `meta` replaces the metadata, except `key`, `state`
     /// (`Recording` until the writer finishes) and `spans` (kept by the store).
     pub fn open_writer(&self, key: &str, meta: Metadata) -> Result<Writer, CacheError> {
+        self.inner.writable()?;
         let (pres, created) = {
             let mut entries = self.inner.entries();
             match entries.get(key) {
@@ -224,8 +245,10 @@ impl Store {
         let now = SystemTime::now();
         pres.last_played_ns
             .store(fsutil::unix_ns(now), Ordering::Relaxed);
-        if let Err(e) = fsutil::touch(&pres.dir.join(PLAYED_FILE), now) {
-            warn!(key, error = %e, "cannot record last-played time");
+        if self.inner.mode == Mode::Repair {
+            if let Err(e) = fsutil::touch(&pres.dir.join(PLAYED_FILE), now) {
+                warn!(key, error = %e, "cannot record last-played time");
+            }
         }
         let meta = pres.lock().live_meta();
         Ok(Some(Reader::new(pres, meta)))
@@ -266,6 +289,7 @@ impl Store {
     /// get an error for any other), and a writer fails with
     /// [`CacheError::Purged`] on its next append.
     pub fn purge(&self, key: &str, force: bool) -> Result<(), CacheError> {
+        self.inner.writable()?;
         let pres = {
             let mut entries = self.inner.entries();
             let Some(pres) = entries.get(key) else {
@@ -332,6 +356,15 @@ impl Inner {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn writable(&self) -> Result<(), CacheError> {
+        match self.mode {
+            Mode::Repair => Ok(()),
+            Mode::ReadOnly => Err(CacheError::ReadOnly {
+                path: self.root.clone(),
+            }),
+        }
+    }
+
     fn used_bytes(&self, entries: &HashMap<String, Arc<Presentation>>) -> u64 {
         entries
             .values()
@@ -365,6 +398,9 @@ impl Inner {
     /// Evicts until `extra` more bytes fit the budget, or nothing evictable
     /// is left.
     fn evict(&self, extra: u64) -> Vec<String> {
+        if self.mode == Mode::ReadOnly {
+            return Vec::new();
+        }
         let victims = {
             let mut entries = self.entries();
             let mut used = self.used_bytes(&entries);
@@ -415,6 +451,24 @@ impl Inner {
             }
         }
     }
+}
+
+/// Takes the store directory's lock, creating the directory if needed.
+fn lock(root: &Path) -> Result<File, CacheError> {
+    fs::create_dir_all(root).map_err(|e| CacheError::io(root, e))?;
+    let lock_path = root.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| CacheError::io(&lock_path, e))?;
+    if !fsutil::try_lock_exclusive(&lock).map_err(|e| CacheError::io(&lock_path, e))? {
+        return Err(CacheError::Locked {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(lock)
 }
 
 fn remove_tree(path: &Path) {

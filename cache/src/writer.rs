@@ -242,7 +242,6 @@ impl Writer {
             header,
             committed: HEADER_LEN as u64,
             sealed: false,
-            file_len: cfg.segment_max_bytes,
             records: 0,
             min_ns: 0,
             max_ns: 0,
@@ -298,7 +297,6 @@ impl Writer {
         let segment = &active.segment;
         let trimmed = active.sync.file.set_len(end as u64);
         if trimmed.is_ok() {
-            segment.file_len.store(end as u64, Ordering::Relaxed);
             self.pres
                 .bytes
                 .fetch_sub((active.capacity - end) as u64, Ordering::Relaxed);

@@ -560,3 +560,48 @@ fn store_and_cursor_are_send_and_sync_as_the_daemon_needs() {
     send::<streamcache_cache::Writer>();
     send_sync::<Arc<streamcache_cache::Reader>>();
 }
+
+#[test]
+fn a_read_only_store_reads_and_verifies_beside_a_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    write(&store, "done", 1, 200, 0, PresentationState::Complete);
+    let mut writer = store.open_writer("live", meta("live")).unwrap();
+    for i in 0..500 {
+        writer.append(&rec(2, i, 0, 1200).input()).unwrap();
+    }
+
+    let (ro, problems) = Store::open_read_only(dir.path(), config(BIG)).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let reports = ro.verify(None);
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| (r.key.as_str(), r.records, r.is_ok()))
+            .collect::<Vec<_>>(),
+        [("done", 200, true), ("live", 500, true)]
+    );
+    let states: Vec<_> = ro.list().into_iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [PresentationState::Complete, PresentationState::Recording]
+    );
+    let reader = ro.open_reader("live").unwrap().unwrap();
+    assert_eq!(drain(&mut reader.cursor()).len(), 500);
+    assert!(matches!(
+        ro.open_writer("x", meta("x")),
+        Err(CacheError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        ro.purge("done", true),
+        Err(CacheError::ReadOnly { .. })
+    ));
+    drop((reader, ro));
+
+    // The writer was not disturbed.
+    for i in 500..1000 {
+        writer.append(&rec(2, i, 0, 1200).input()).unwrap();
+    }
+    writer.finish(PresentationState::Complete).unwrap();
+    assert_eq!(read_all(&store, "live").len(), 1000);
+}

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{timeout, Instant};
@@ -16,6 +17,8 @@ const PASSWORD: &str = "pw-not-in-logs";
 struct Peer {
     child: Child,
     port: u16,
+    /// The origin's event lines (`ORIGIN request method=…`).
+    events: Arc<Mutex<Vec<String>>>,
 }
 
 impl Peer {
@@ -38,8 +41,28 @@ impl Peer {
             }
         };
         // Keep draining the event log so the origin never blocks on stdout.
-        std::thread::spawn(move || lines.for_each(drop));
-        Peer { child, port }
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Peer {
+            child,
+            port,
+            events,
+        }
+    }
+
+    fn requests(&self, method: &str) -> usize {
+        let needle = format!("ORIGIN request method={method} ");
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(&needle))
+            .count()
     }
 
     fn target(&self, path: &str, transport: TransportPref, with_auth: bool) -> OriginTarget {
@@ -108,6 +131,20 @@ async fn live_over_udp_tcp_and_auto_with_digest() {
         assert!(end.is_none());
         session.teardown().await;
     }
+    assert_eq!(peer.requests("TEARDOWN"), 3);
+    assert!(peer.requests("SETUP") >= 6);
+    assert!(peer
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("auth=Digest")));
+    assert!(!peer
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains(PASSWORD)));
     let wrong = OriginTarget {
         password: Some("wrong".into()),
         ..peer.target("live", TransportPref::Tcp, true)

@@ -447,7 +447,7 @@ impl Running {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped += 1;
-                if self.dropped == 1 || self.dropped % 1000 == 0 {
+                if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
                     warn!(
                         origin = self.conn.origin(),
                         dropped = self.dropped,

@@ -1,8 +1,8 @@
 //! UDP sockets for RTP/AVP unicast from an origin.
 //!
-//! RFC 3550 §11 wants RTP on an even port and RTCP on the next one; some
-//! servers (and middleboxes) insist. [`bind_pair`] finds such a pair, and
-//! [`recv_any`] waits on all of a session's sockets at once from one task.
+//! [`bind_pair`] binds an RTP/RTCP port pair on the unspecified address of
+//! the origin's IP family, and [`recv_any`] waits on all of a session's
+//! sockets at once from one task.
 
 use std::future::poll_fn;
 use std::io;
@@ -12,43 +12,13 @@ use std::task::Poll;
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
-/// Attempts before giving up on finding an even/odd pair.
-const PAIR_ATTEMPTS: usize = 64;
-
-/// Binds an RTP socket on an even port and its RTCP socket on the next
-/// (odd) port, on the unspecified address of the origin's IP family.
+/// An even/odd port pair (see [`crate::udp_pair`]) to receive from `origin`.
 pub(crate) async fn bind_pair(origin: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
     let any: IpAddr = match origin {
         IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let mut last_err = io::Error::new(io::ErrorKind::AddrInUse, "no free even/odd UDP port pair");
-    for _ in 0..PAIR_ATTEMPTS {
-        // Let the kernel pick a free port; if it is odd, step down to even
-        // and try to take that one and the next.
-        let probe = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
-        let port = probe.local_addr()?.port();
-        let (rtp, rtp_port) = if port % 2 == 0 {
-            (probe, port)
-        } else {
-            drop(probe);
-            match UdpSocket::bind(SocketAddr::new(any, port - 1)).await {
-                Ok(s) => (s, port - 1),
-                Err(e) => {
-                    last_err = e;
-                    continue;
-                }
-            }
-        };
-        let Some(rtcp_port) = rtp_port.checked_add(1) else {
-            continue;
-        };
-        match UdpSocket::bind(SocketAddr::new(any, rtcp_port)).await {
-            Ok(rtcp) => return Ok((rtp, rtcp)),
-            Err(e) => last_err = e,
-        }
-    }
-    Err(last_err)
+    crate::udp_pair::bind(any).await
 }
 
 /// Receives one datagram from whichever socket has one, starting the scan

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::session::{PlayerSession, Sessions};
 use crate::hub::{HubPacket, Subscription};
+use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
 
 /// What a connection's writer task is asked to do.
 #[derive(Debug)]
@@ -104,6 +105,51 @@ pub async fn forward(
             sessions.end(&session.id, "presentation ended");
         }
         Some(End::ConnectionClosed) | None => sessions.end(&session.id, "player connection closed"),
+    }
+}
+
+/// Runs a store playback toward one player until the session ends or the
+/// player is gone.
+pub async fn play_from_store(
+    session: Arc<PlayerSession>,
+    sessions: Arc<Sessions>,
+    playback: Playback<PlayerSink>,
+    control: mpsc::Receiver<Control>,
+) {
+    if playback.run(control).await == Ended::SinkClosed {
+        sessions.end(&session.id, "player gone or too slow");
+    }
+}
+
+/// A [`Sink`] toward one player, for store playback.
+pub struct PlayerSink {
+    sender: Sender,
+    session: Arc<PlayerSession>,
+}
+
+impl PlayerSink {
+    pub fn new(session: Arc<PlayerSession>, tracks: BTreeMap<usize, TrackDelivery>) -> PlayerSink {
+        PlayerSink {
+            sender: Sender::new(tracks),
+            session,
+        }
+    }
+}
+
+impl Sink for PlayerSink {
+    fn push(&mut self, track: usize, rtcp: bool, data: Bytes) {
+        self.sender.push_raw(track, rtcp, data);
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkClosed> {
+        if let Err(end) = self.sender.flush(&self.session).await {
+            if let End::TooSlow(_) = end {
+                warn!(session = %self.session.id, player = %self.session.peer, "player too slow: dropped");
+                self.sender.close().await;
+            }
+            return Err(SinkClosed);
+        }
+        Ok(())
     }
 }
 

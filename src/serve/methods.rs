@@ -12,17 +12,20 @@ use std::sync::Arc;
 
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
+use streamcache_rtsp::range::{NptRange, NptStart};
 use streamcache_rtsp::sdp::Sdp;
 use streamcache_rtsp::transport::{self, LowerTransport, TransportSpec};
-use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::connection::Conn;
-use super::delivery::{self, TrackDelivery};
-use super::session::PlayerSession;
+use super::delivery::{self, PlayerSink, TrackDelivery};
+use super::session::{PlayerSession, Source};
 use super::Server;
-use crate::hub::{HubPacket, Subscription};
+use crate::catalog::CachedTitle;
+use crate::hub::{Hub, HubPacket, Subscription};
 use crate::mounts::{track_suffix, Resolved};
+use crate::playback::{Control, Playback};
 
 pub const SERVER: &str = concat!("streamcache/", env!("CARGO_PKG_VERSION"));
 const PUBLIC: &str =
@@ -32,6 +35,7 @@ const PUBLIC: &str =
 /// response, never precede it).
 pub enum After {
     StartForwarding(Arc<PlayerSession>, Subscription),
+    StartPlayback(mpsc::Sender<Control>),
 }
 
 /// A response under construction: status, headers, body.
@@ -118,7 +122,7 @@ async fn dispatch(
         Method::Describe => (describe(server, request).await, None),
         Method::Setup => (setup(server, conn, request, session).await, None),
         Method::Play => play(server, request, session).await,
-        Method::Pause => (pause(session), None),
+        Method::Pause => (pause(session).await, None),
         Method::Teardown => (teardown(server, session), None),
         Method::GetParameter | Method::SetParameter => (keep_alive(request, session), None),
         Method::Announce | Method::Record | Method::Redirect | Method::PlayNotify => {
@@ -153,20 +157,72 @@ fn presentation_url(request_url: &Url, resolved: &Resolved) -> String {
     format!("rtsp://{host}{port}{}", resolved.presentation_path)
 }
 
+/// A player's `Cache-Control` request directives that change where a
+/// presentation comes from (RFC 2326 §12.8).
+#[derive(Debug, Clone, Copy, Default)]
+struct PlayerCacheControl {
+    /// Go to the origin even if the store holds the title.
+    no_cache: bool,
+    /// Never go to the origin: 504 when the store does not hold the title.
+    only_if_cached: bool,
+}
+
+impl PlayerCacheControl {
+    fn of(request: &Request<Vec<u8>>) -> PlayerCacheControl {
+        let mut cc = PlayerCacheControl::default();
+        if let Some(value) = request.header(&headers::CACHE_CONTROL) {
+            for directive in value.as_str().split(',') {
+                match directive.trim().to_ascii_lowercase().as_str() {
+                    "no-cache" => cc.no_cache = true,
+                    "only-if-cached" => cc.only_if_cached = true,
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// Where a new session's media comes from: the store when it holds the
+/// whole title (and the player allows it), otherwise the origin's hub.
+async fn source_for(
+    server: &Arc<Server>,
+    request: &Request<Vec<u8>>,
+    resolved: &Resolved,
+) -> Result<Source, Reply> {
+    let cc = PlayerCacheControl::of(request);
+    if !cc.no_cache {
+        if let Some(title) = server.catalog.cached(&resolved.key) {
+            return Ok(Source::Cache(title));
+        }
+    }
+    if cc.only_if_cached {
+        return Err(Reply::status(504));
+    }
+    match server.catalog.hub(resolved).await {
+        Ok(hub) => Ok(Source::Hub(hub)),
+        Err(e) => {
+            warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
+            Err(Reply::status(e.rtsp_status()))
+        }
+    }
+}
+
 async fn describe(server: &Arc<Server>, request: &Request<Vec<u8>>) -> Reply {
     let (url, resolved) = match resolve(server, request) {
         Ok(r) => r,
         Err(reply) => return reply,
     };
-    let hub = match server.catalog.hub(&resolved).await {
-        Ok(hub) => hub,
-        Err(e) => {
-            warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "DESCRIBE failed at the origin");
-            return Reply::status(e.rtsp_status());
-        }
+    let source = match source_for(server, request, &resolved).await {
+        Ok(source) => source,
+        Err(reply) => return reply,
+    };
+    let sdp_text = match &source {
+        Source::Hub(hub) => hub.described().sdp_text.as_str(),
+        Source::Cache(title) => title.metadata.sdp.as_str(),
     };
     let base = presentation_url(&url, &resolved);
-    let sdp = match Sdp::parse(&hub.described().sdp_text) {
+    let sdp = match Sdp::parse(sdp_text) {
         Ok(sdp) => sdp,
         Err(e) => {
             warn!(origin = %resolved.origin_url, error = %e, "origin SDP does not parse");
@@ -210,24 +266,21 @@ async fn setup(
             return Reply::status(455);
         }
     }
-    let hub = match &session {
-        Some(session) => Arc::clone(&session.hub),
-        None => match server.catalog.hub(&resolved).await {
-            Ok(hub) => hub,
-            Err(e) => {
-                warn!(origin = %resolved.origin_url, error = %e, "SETUP failed at the origin");
-                return Reply::status(e.rtsp_status());
-            }
+    let source = match &session {
+        Some(session) => session.source.clone(),
+        None => match source_for(server, request, &resolved).await {
+            Ok(source) => source,
+            Err(reply) => return reply,
         },
     };
-    if track >= hub.described().tracks.len() {
+    if track >= source.track_count() {
         return Reply::status(404);
     }
     let offered = match request.header(&headers::TRANSPORT) {
         Some(value) => value.as_str(),
         None => return Reply::status(461),
     };
-    let session = session.unwrap_or_else(|| PlayerSession::new(resolved, hub, conn.peer));
+    let session = session.unwrap_or_else(|| PlayerSession::new(resolved, source, conn.peer));
     let Some(chosen) = choose_transport(offered, &session) else {
         return Reply::status(461);
     };
@@ -314,7 +367,7 @@ async fn udp_delivery(
     player_ip: IpAddr,
     (rtp_port, rtcp_port): (u16, u16),
 ) -> std::io::Result<(TrackDelivery, (u16, u16))> {
-    let (rtp_socket, rtcp_socket) = bind_udp_pair(server.local_addr.ip()).await?;
+    let (rtp_socket, rtcp_socket) = crate::udp_pair::bind(server.local_addr.ip()).await?;
     let ports = (
         rtp_socket.local_addr()?.port(),
         rtcp_socket.local_addr()?.port(),
@@ -342,66 +395,57 @@ async fn udp_delivery(
     ))
 }
 
-/// An even RTP port and the odd one above it (RFC 3550 §11).
-async fn bind_udp_pair(ip: IpAddr) -> std::io::Result<(UdpSocket, UdpSocket)> {
-    let mut last_error = None;
-    for _ in 0..64 {
-        let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let port = rtp.local_addr()?.port();
-        let (rtp, even) = if port % 2 == 0 {
-            (rtp, port)
-        } else {
-            match UdpSocket::bind(SocketAddr::new(ip, port.wrapping_add(1))).await {
-                Ok(s) if port < u16::MAX => (s, port + 1),
-                Ok(_) => continue,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            }
-        };
-        match UdpSocket::bind(SocketAddr::new(ip, even.wrapping_add(1))).await {
-            Ok(rtcp) if even < u16::MAX => return Ok((rtp, rtcp)),
-            Ok(_) => continue,
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| std::io::Error::other("no free UDP port pair")))
-}
-
 async fn play(
-    server: &Server,
+    server: &Arc<Server>,
     request: &Request<Vec<u8>>,
     session: Option<Arc<PlayerSession>>,
 ) -> (Reply, Option<After>) {
     let Some(session) = session else {
         return (Reply::status(454), None);
     };
-    let tracks = session.tracks();
-    if tracks.is_empty() {
+    if session.tracks().is_empty() {
         return (Reply::status(455), None);
     }
-    let session_value = session_header(server, &session);
+    if let Some(scale) = request.header(&headers::SCALE) {
+        // Trick play is not served: only normal speed.
+        if scale.as_str().trim().parse::<f64>().ok() != Some(1.0) {
+            return (Reply::status(456), None);
+        }
+    }
+    let base = request
+        .request_uri()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    match session.source.clone() {
+        Source::Hub(hub) => play_live(server, &session, &hub, &base).await,
+        Source::Cache(title) => play_cached(server, request, &session, &title, &base).await,
+    }
+}
+
+async fn play_live(
+    server: &Server,
+    session: &Arc<PlayerSession>,
+    hub: &Arc<Hub>,
+    base: &str,
+) -> (Reply, Option<After>) {
+    let session_value = session_header(server, session);
     if session.is_playing() {
         // Already playing: a PLAY used as a keep-alive changes nothing.
         return (Reply::ok().header(headers::SESSION, session_value), None);
     }
-    let sub = match session.hub.play().await {
+    let sub = match hub.play().await {
         Ok(sub) => sub,
         Err(e) => {
             warn!(session = %session.id, error = %e, "PLAY failed at the origin");
             return (Reply::status(e.rtsp_status()), None);
         }
     };
-    let base = request
-        .request_uri()
-        .map(|u| u.as_str().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    let rtp_info = rtp_info(&base, &sub.backlog, tracks.keys().copied());
-    let range = if session.hub.is_live() {
-        "npt=now-".to_owned()
+    let tracks = session.tracks();
+    let rtp_info = rtp_info(base, &sub.backlog, tracks.keys().copied());
+    let range = if hub.is_live() {
+        "npt=now-"
     } else {
-        "npt=0.000-".to_owned()
+        "npt=0.000-"
     };
     let mut reply = Reply::ok()
         .header(headers::SESSION, session_value)
@@ -409,8 +453,124 @@ async fn play(
     if !rtp_info.is_empty() {
         reply = reply.header(headers::RTP_INFO, rtp_info);
     }
-    info!(session = %session.id, player = %session.peer, backlog = sub.backlog.len(), "playing");
-    (reply, Some(After::StartForwarding(session, sub)))
+    info!(session = %session.id, player = %session.peer, backlog = sub.backlog.len(), "playing from the origin");
+    (
+        reply,
+        Some(After::StartForwarding(Arc::clone(session), sub)),
+    )
+}
+
+/// PLAY of a stored title: seek (for a Range), then paced playback.
+async fn play_cached(
+    server: &Arc<Server>,
+    request: &Request<Vec<u8>>,
+    session: &Arc<PlayerSession>,
+    title: &CachedTitle,
+    base: &str,
+) -> (Reply, Option<After>) {
+    let (from, until) = match request
+        .header(&headers::RANGE)
+        .map(|v| NptRange::parse(v.as_str()))
+    {
+        None => (None, None),
+        Some(Ok(range)) => (
+            match range.start {
+                NptStart::At(secs) => Some(secs_to_ns(secs)),
+                NptStart::Now => None,
+            },
+            range.end.map(secs_to_ns),
+        ),
+        Some(Err(_)) => return (Reply::status(457), None),
+    };
+    let end_ns = title.metadata.range.and_then(|r| r.end_ns);
+    if from.zip(end_ns).is_some_and(|(from, end)| from > end) {
+        return (Reply::status(457), None);
+    }
+    let control = match session.playback() {
+        Some(control) => control,
+        None => match start_playback(server, session, title) {
+            Ok(control) => control,
+            Err(reply) => return (reply, None),
+        },
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let prepared = match control
+        .send(Control::Play {
+            from,
+            until,
+            reply: reply_tx,
+        })
+        .await
+    {
+        Ok(()) => reply_rx.await.ok(),
+        Err(_) => None,
+    };
+    let started = match prepared {
+        Some(Ok(started)) => started,
+        Some(Err(e)) => {
+            warn!(key = %title.metadata.key, error = %e, "cached title unreadable");
+            return (Reply::status(500), None);
+        }
+        None => return (Reply::status(500), None),
+    };
+    let range = NptRange {
+        start: NptStart::At(started.npt_ns as f64 / 1e9),
+        end: until.or(end_ns).map(|ns| ns as f64 / 1e9),
+    };
+    let rtp_info = started
+        .rtp_info
+        .iter()
+        .map(|(track, seq, rtptime)| {
+            format!(
+                "url={base}/{};seq={seq};rtptime={rtptime}",
+                track_suffix(*track)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing from the cache");
+    let reply = Reply::ok()
+        .header(headers::SESSION, session_header(server, session))
+        .header(headers::RANGE, range.to_string())
+        .header(headers::RTP_INFO, rtp_info);
+    (reply, Some(After::StartPlayback(control)))
+}
+
+/// Spawns the session's store playback task.
+fn start_playback(
+    server: &Arc<Server>,
+    session: &Arc<PlayerSession>,
+    title: &CachedTitle,
+) -> Result<mpsc::Sender<Control>, Reply> {
+    let reader = match title.store.open_reader(&title.metadata.key) {
+        Ok(Some(reader)) => reader,
+        // Evicted or purged since DESCRIBE.
+        Ok(None) => return Err(Reply::status(404)),
+        Err(e) => {
+            warn!(key = %title.metadata.key, error = %e, "cannot open cached title");
+            return Err(Reply::status(500));
+        }
+    };
+    let tracks = session.tracks();
+    let clocks: Vec<(usize, u32)> = tracks
+        .keys()
+        .map(|&t| (t, session.source.clock_rate(t)))
+        .collect();
+    let sink = PlayerSink::new(Arc::clone(session), tracks);
+    let playback = Playback::new(reader, &clocks, sink);
+    let (control, control_rx) = mpsc::channel(8);
+    let task = tokio::spawn(delivery::play_from_store(
+        Arc::clone(session),
+        Arc::clone(&server.sessions),
+        playback,
+        control_rx,
+    ));
+    session.set_playback(control.clone(), task);
+    Ok(control)
+}
+
+fn secs_to_ns(secs: f64) -> u64 {
+    (secs.max(0.0) * 1e9) as u64
 }
 
 /// `RTP-Info` for the tracks whose first packet the player will get is known
@@ -443,15 +603,28 @@ pub fn after_response(server: &Arc<Server>, after: After) {
             ));
             session.set_forwarder(forwarder);
         }
+        After::StartPlayback(control) => {
+            // The task is waiting for exactly this; a full queue cannot happen.
+            let _ = control.try_send(Control::Start);
+        }
     }
 }
 
-fn pause(session: Option<Arc<PlayerSession>>) -> Reply {
+async fn pause(session: Option<Arc<PlayerSession>>) -> Reply {
     let Some(session) = session else {
         return Reply::status(454);
     };
-    // Live: the player resumes at the latest keyframe when it plays again.
-    session.stop();
+    match session.playback() {
+        // From the store: stop the clock, keep the position.
+        Some(control) => {
+            let (reply, done) = oneshot::channel();
+            if control.send(Control::Pause { reply }).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+        // Live: the player resumes at the latest keyframe when it plays again.
+        None => session.stop(),
+    }
     Reply::ok().header(headers::SESSION, session.id.clone())
 }
 
@@ -464,7 +637,7 @@ fn teardown(server: &Server, session: Option<Arc<PlayerSession>>) -> Reply {
 }
 
 fn keep_alive(request: &Request<Vec<u8>>, session: Option<Arc<PlayerSession>>) -> Reply {
-    if request.method() == &Method::SetParameter && !request.body().is_empty() {
+    if *request.method() == Method::SetParameter && !request.body().is_empty() {
         // We have no parameters to set.
         return Reply::status(451);
     }

@@ -12,18 +12,62 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
 
 use super::delivery::TrackDelivery;
+use crate::catalog::CachedTitle;
 use crate::hub::Hub;
 use crate::mounts::Resolved;
+use crate::playback::Control;
+
+/// Where a session's packets come from.
+#[derive(Clone)]
+pub enum Source {
+    /// Relayed from the origin through the presentation's hub.
+    Hub(Arc<Hub>),
+    /// Played from the store (a cache hit).
+    Cache(Arc<CachedTitle>),
+}
+
+impl Source {
+    pub fn track_count(&self) -> usize {
+        match self {
+            Source::Hub(hub) => hub.described().tracks.len(),
+            Source::Cache(title) => title.metadata.tracks.len(),
+        }
+    }
+
+    /// The clock rate of a track, for RTP timing.
+    pub fn clock_rate(&self, track: usize) -> u32 {
+        match self {
+            Source::Hub(hub) => hub
+                .described()
+                .tracks
+                .get(track)
+                .map_or(90_000, |t| t.clock_rate),
+            Source::Cache(title) => title
+                .metadata
+                .tracks
+                .get(track)
+                .map_or(90_000, |t| t.clock_rate),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Hub(_) => "origin",
+            Source::Cache(_) => "cache",
+        }
+    }
+}
 
 pub struct PlayerSession {
     pub id: String,
     pub presentation: Resolved,
-    pub hub: Arc<Hub>,
+    pub source: Source,
     pub peer: SocketAddr,
     /// The connection that set up interleaved tracks, if any: the session
     /// ends with it.
@@ -35,18 +79,21 @@ pub struct PlayerSession {
 #[derive(Default)]
 struct State {
     tracks: BTreeMap<usize, TrackDelivery>,
+    /// The task sending media: a hub forwarder or a store playback.
     forwarder: Option<JoinHandle<()>>,
+    /// Commands to a store playback task.
+    playback: Option<mpsc::Sender<Control>>,
     last_seen: Option<Instant>,
     bytes_sent: u64,
 }
 
 impl PlayerSession {
-    pub fn new(presentation: Resolved, hub: Arc<Hub>, peer: SocketAddr) -> Arc<PlayerSession> {
+    pub fn new(presentation: Resolved, source: Source, peer: SocketAddr) -> Arc<PlayerSession> {
         let id = format!("{:016X}", rand::thread_rng().gen::<u64>());
         Arc::new(PlayerSession {
             id,
             presentation,
-            hub,
+            source,
             peer,
             interleaved_conn: Mutex::new(None),
             started: Instant::now(),
@@ -98,10 +145,27 @@ impl PlayerSession {
         }
     }
 
-    /// Stops sending (PAUSE, TEARDOWN, end of session).
+    /// Stops sending for good (TEARDOWN, end of session; PAUSE of a live stream).
     pub fn stop(&self) {
-        if let Some(forwarder) = self.lock().forwarder.take() {
+        let mut state = self.lock();
+        state.playback = None;
+        if let Some(forwarder) = state.forwarder.take() {
             forwarder.abort();
+        }
+    }
+
+    /// The running store playback's command channel, if any.
+    pub fn playback(&self) -> Option<mpsc::Sender<Control>> {
+        let state = self.lock();
+        let running = state.forwarder.as_ref().is_some_and(|f| !f.is_finished());
+        state.playback.clone().filter(|_| running)
+    }
+
+    pub fn set_playback(&self, control: mpsc::Sender<Control>, task: JoinHandle<()>) {
+        let mut state = self.lock();
+        state.playback = Some(control);
+        if let Some(old) = state.forwarder.replace(task) {
+            old.abort();
         }
     }
 
@@ -171,6 +235,7 @@ impl Sessions {
             player = %session.peer,
             mount = %session.presentation.mount.path,
             transport,
+            source = session.source.kind(),
             bytes = session.bytes_sent(),
             secs = session.started.elapsed().as_secs_f32(),
             why,

@@ -139,7 +139,7 @@ pub fn udp_port_pair() -> (UdpSocket, UdpSocket) {
     for _ in 0..100 {
         let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
         let port = rtp.local_addr().unwrap().port();
-        if port % 2 != 0 || port == u16::MAX {
+        if !port.is_multiple_of(2) || port == u16::MAX {
             continue;
         }
         if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
@@ -348,6 +348,9 @@ pub struct OriginOpts {
     pub media: Option<PathBuf>,
     /// Protect everything with these credentials.
     pub auth: Option<(AuthScheme, String, String)>,
+    /// Accept UDP SETUPs but send their media where nobody reads it
+    /// (`--udp-blackhole`): UDP toward the client stays silent.
+    pub udp_blackhole: bool,
 }
 
 impl OriginOpts {
@@ -362,6 +365,11 @@ impl OriginOpts {
 
     pub fn auth(mut self, scheme: AuthScheme, user: &str, password: &str) -> Self {
         self.auth = Some((scheme, user.into(), password.into()));
+        self
+    }
+
+    pub fn udp_blackhole(mut self) -> Self {
+        self.udp_blackhole = true;
         self
     }
 }
@@ -411,6 +419,9 @@ impl Origin {
                 AuthScheme::Digest => "digest",
             };
             cmd.args(["--user", user, "--password", password, "--auth", scheme]);
+        }
+        if opts.udp_blackhole {
+            cmd.arg("--udp-blackhole");
         }
         let mut child = cmd.spawn().expect("spawn tests/peers/origin.py");
         let lines = Lines::default();
@@ -493,6 +504,12 @@ impl Origin {
             count >= n
         });
         count
+    }
+
+    /// Kills the origin (its whole process group) at once, as a crash would;
+    /// its log stays readable.
+    pub fn kill(&mut self) {
+        kill_group(&mut self.child);
     }
 
     /// Origin sessions created so far.

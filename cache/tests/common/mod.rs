@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)] // each test crate uses its own subset
+#![allow(dead_code)]
+// each test crate uses its own subset
+// `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+#![allow(clippy::manual_is_multiple_of)]
 
 use std::path::Path;
 

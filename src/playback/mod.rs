@@ -1,0 +1,329 @@
+//! Playback of a cached presentation to one player.
+//!
+//! A playback task owns a store cursor. On PLAY it seeks (for a Range) to the
+//! random-access record at or before the requested npt, anchors the
+//! [`Schedule`] there, and from then on sends every record that is due —
+//! renumbered for this player ([`TrackNumbering`]) — in one batch to its
+//! [`Sink`], then sleeps until the next record is due. PAUSE stops the clock
+//! and keeps the cursor where it is, so PLAY without a Range resumes there
+//! with the sequence numbers continuing. While the presentation is still being
+//! recorded the cursor follows the writer (live tail). Every second it sends
+//! an RTCP sender report per track mapping wall-clock (NTP) time to the RTP
+//! time it is sending, so players keep audio and video in sync. At the end it
+//! sends RTCP BYE on every track.
+
+mod renumber;
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use streamcache_cache::{CacheError, Cursor, Reader, RecordKind};
+use streamcache_rtsp::rtp::{self, SenderReport};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+use tracing::warn;
+
+pub use renumber::TrackNumbering;
+pub use schedule::Schedule;
+
+/// Where playback puts its packets: a player's TCP connection or UDP ports.
+pub trait Sink: Send {
+    /// Queues one packet of a track.
+    fn push(&mut self, track: usize, rtcp: bool, data: Bytes);
+    /// Sends what is queued as one write (TCP) or one batch of datagrams.
+    /// An error means the player is gone or too slow: playback ends.
+    fn flush(&mut self) -> impl std::future::Future<Output = Result<(), SinkClosed>> + Send;
+}
+
+/// The sink cannot take more: the player is gone or too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkClosed;
+
+/// What the player asked for.
+pub enum Control {
+    /// Prepares to play: `from` seeks first; `until` stops at that npt. The
+    /// clock starts with [`Control::Start`], once the PLAY response is on its
+    /// way (media must not overtake it).
+    Play {
+        from: Option<u64>,
+        until: Option<u64>,
+        reply: oneshot::Sender<Result<Started, CacheError>>,
+    },
+    Start,
+    Pause {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a PLAY response needs to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// npt of the first record that will be sent (the random-access point at
+    /// or before the requested position).
+    pub npt_ns: u64,
+    /// Per track: (track, sequence number of its next packet, RTP time of `npt_ns`).
+    pub rtp_info: Vec<(usize, u16, u32)>,
+}
+
+/// Why playback ended. Reaching the end of the presentation is not an end:
+/// the player gets BYE and may still seek back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The sink refused packets: the player is gone or too slow.
+    SinkClosed,
+    /// The control channel was dropped (the session ended).
+    Stopped,
+}
+
+/// A record read ahead of its due time, copied out of the mapping.
+struct Pending {
+    track: usize,
+    rtcp: bool,
+    npt_ns: u64,
+    data: Vec<u8>,
+}
+
+/// Most packets sent in one batch, so a long-paused player's backlog (or a
+/// seek's burst) does not become one giant write.
+const BATCH_PACKETS: usize = 512;
+/// How often a caught-up cursor looks again for records the writer added.
+const TAIL_POLL: Duration = Duration::from_millis(20);
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Playback<S: Sink> {
+    /// Keeps the presentation pinned against eviction.
+    _reader: Reader,
+    cursor: Cursor,
+    sink: S,
+    tracks: BTreeMap<usize, TrackNumbering>,
+    schedule: Schedule,
+    pending: Option<Pending>,
+    until: Option<u64>,
+    /// npt where playback stands while paused.
+    position_ns: u64,
+    next_report: Instant,
+}
+
+impl<S: Sink> Playback<S> {
+    /// `tracks`: the set-up tracks with their clock rates.
+    pub fn new(reader: Reader, tracks: &[(usize, u32)], sink: S) -> Playback<S> {
+        let cursor = reader.cursor();
+        Playback {
+            _reader: reader,
+            cursor,
+            sink,
+            tracks: tracks
+                .iter()
+                .map(|&(track, rate)| (track, TrackNumbering::new(rate)))
+                .collect(),
+            schedule: Schedule::default(),
+            pending: None,
+            until: None,
+            position_ns: 0,
+            next_report: Instant::now(),
+        }
+    }
+
+    /// Runs until the sink closes or the control channel is dropped.
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Ended {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                ctl = control.recv() => match ctl {
+                    Some(Control::Play { from, until, reply }) => {
+                        let _ = reply.send(self.prepare(from, until));
+                    }
+                    Some(Control::Start) => self.start(),
+                    Some(Control::Pause { reply }) => {
+                        self.pause();
+                        let _ = reply.send(());
+                    }
+                    None => return Ended::Stopped,
+                },
+                _ = sleep_until_opt(wake) => {
+                    let sent = match self.send_due().await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => self.at_end().await,
+                        Err(e) => Err(e),
+                    };
+                    if sent.is_err() {
+                        return Ended::SinkClosed;
+                    }
+                }
+            }
+        }
+    }
+
+    fn prepare(&mut self, from: Option<u64>, until: Option<u64>) -> Result<Started, CacheError> {
+        self.pause();
+        if let Some(from) = from {
+            self.cursor.seek(from)?;
+            self.pending = None;
+            self.position_ns = from;
+        }
+        self.until = until;
+        // The first record decides where time starts: the keyframe before a
+        // seek target, or wherever the cursor stood.
+        self.read_ahead();
+        let start = self.pending.as_ref().map_or(self.position_ns, |p| p.npt_ns);
+        self.position_ns = start;
+        let rtp_info = self
+            .tracks
+            .iter()
+            .map(|(&track, n)| (track, n.next_seq(), n.rtp_time(start)))
+            .collect();
+        Ok(Started {
+            npt_ns: start,
+            rtp_info,
+        })
+    }
+
+    fn start(&mut self) {
+        let now = Instant::now();
+        self.schedule.play(now, self.position_ns);
+        self.next_report = now;
+    }
+
+    fn pause(&mut self) {
+        if let Some(npt) = self.schedule.npt_at(Instant::now()) {
+            // Resume where the next unsent packet is, or where the clock stood.
+            self.position_ns = self.pending.as_ref().map_or(npt, |p| p.npt_ns.min(npt));
+        }
+        self.schedule.pause();
+    }
+
+    /// When the task must wake to send: the pending record's due time, a
+    /// report, or a tail poll. `None` while paused.
+    fn next_wake(&self) -> Option<Instant> {
+        if !self.schedule.is_running() {
+            return None;
+        }
+        let data = match &self.pending {
+            Some(p) => self.schedule.due(p.npt_ns)?,
+            None => Instant::now() + TAIL_POLL,
+        };
+        Some(data.min(self.next_report))
+    }
+
+    /// Reads the next record the player gets into `pending`.
+    fn read_ahead(&mut self) {
+        while self.pending.is_none() {
+            match self.cursor.next() {
+                None => return,
+                Some(Err(e)) => {
+                    // Reported and skipped; the cursor moves past it.
+                    warn!(error = %e, "corrupt record skipped in playback");
+                }
+                Some(Ok(record)) => {
+                    let track = usize::from(record.track);
+                    if !self.tracks.contains_key(&track) {
+                        continue; // a track this player did not set up
+                    }
+                    if record.kind == RecordKind::Rtcp {
+                        continue; // the origin's reports: we send our own
+                    }
+                    self.pending = Some(Pending {
+                        track,
+                        rtcp: false,
+                        npt_ns: record.media_time_ns,
+                        data: record.payload.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends every due packet (and a report if one is due). `Ok(false)` when
+    /// the presentation is over.
+    async fn send_due(&mut self) -> Result<bool, SinkClosed> {
+        let now = Instant::now();
+        let mut sent = 0;
+        while sent < BATCH_PACKETS {
+            self.read_ahead();
+            let Some(pending) = self.pending.as_ref() else {
+                break;
+            };
+            if self.until.is_some_and(|until| pending.npt_ns >= until) {
+                // The Range's end: stop the clock there, as after a PAUSE.
+                self.position_ns = pending.npt_ns;
+                self.schedule.pause();
+                break;
+            }
+            if self
+                .schedule
+                .due(pending.npt_ns)
+                .is_none_or(|due| due > now)
+            {
+                break;
+            }
+            let Some(mut p) = self.pending.take() else {
+                break;
+            };
+            if let Some(numbering) = self.tracks.get_mut(&p.track) {
+                if numbering.rewrite(&mut p.data, p.npt_ns) {
+                    self.sink.push(p.track, p.rtcp, Bytes::from(p.data));
+                    sent += 1;
+                }
+            }
+        }
+        if now >= self.next_report {
+            self.push_reports(now);
+            self.next_report = now + REPORT_INTERVAL;
+        }
+        self.sink.flush().await?;
+        let over = self.pending.is_none() && self.cursor.is_complete();
+        Ok(!over)
+    }
+
+    fn push_reports(&mut self, now: Instant) {
+        let Some(npt) = self.schedule.npt_at(now) else {
+            return;
+        };
+        let ntp = rtp::ntp_timestamp(SystemTime::now());
+        let reports: Vec<(usize, Vec<u8>)> = self
+            .tracks
+            .iter()
+            .filter(|(_, n)| n.packets > 0)
+            .map(|(&track, n)| {
+                let sr = SenderReport {
+                    ssrc: n.ssrc,
+                    ntp,
+                    rtp_time: n.rtp_time(npt),
+                    packet_count: n.packets,
+                    octet_count: n.octets,
+                };
+                (track, rtp::build_sender_report(&sr, "streamcache"))
+            })
+            .collect();
+        for (track, report) in reports {
+            self.sink.push(track, true, Bytes::from(report));
+        }
+    }
+
+    /// Everything was sent: BYE on every track, and the clock stops (a
+    /// later PLAY with a Range may still seek back).
+    async fn at_end(&mut self) -> Result<(), SinkClosed> {
+        let byes: Vec<(usize, Vec<u8>)> = self
+            .tracks
+            .iter()
+            .map(|(&track, n)| (track, rtp::build_bye(n.ssrc)))
+            .collect();
+        for (track, bye) in byes {
+            self.sink.push(track, true, Bytes::from(bye));
+        }
+        if let Some(npt) = self.schedule.npt_at(Instant::now()) {
+            self.position_ns = npt;
+        }
+        self.schedule.pause();
+        self.sink.flush().await
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
