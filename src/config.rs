@@ -107,6 +107,9 @@ pub struct CacheConfig {
     pub disk_budget: ByteSize,
     pub segment_size: ByteSize,
     pub segment_secs: u64,
+    /// How long a stored title whose origin sent no cache headers at all
+    /// (no Cache-Control max-age, Expires or Last-Modified) stays fresh.
+    pub default_fresh_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -116,6 +119,7 @@ impl Default for CacheConfig {
             disk_budget: ByteSize(10 << 30),
             segment_size: ByteSize(64 << 20),
             segment_secs: 60,
+            default_fresh_secs: 3600,
         }
     }
 }

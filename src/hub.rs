@@ -80,7 +80,6 @@ pub struct Hub {
     described: Described,
     live: bool,
     shared: Mutex<Shared>,
-    tx: broadcast::Sender<HubPacket>,
     players: watch::Sender<usize>,
     cmd: mpsc::Sender<Cmd>,
 }
@@ -92,6 +91,10 @@ struct Shared {
     /// RTP timestamp of the access unit that opened the GOP buffer.
     gop_ts: Option<u32>,
     closed: bool,
+    /// The fan-out. Dropped when the hub closes, so that every player's
+    /// receiver sees the end (and gets its RTCP BYE) even while sessions
+    /// still hold the hub.
+    tx: Option<broadcast::Sender<HubPacket>>,
 }
 
 enum Cmd {
@@ -132,8 +135,10 @@ impl Hub {
             key,
             described,
             live,
-            shared: Mutex::new(Shared::default()),
-            tx,
+            shared: Mutex::new(Shared {
+                tx: Some(tx),
+                ..Shared::default()
+            }),
             players,
             cmd,
         });
@@ -188,7 +193,7 @@ impl Hub {
         self.players.send_modify(|n| *n += 1);
         Ok(Subscription {
             backlog: shared.gop.clone(),
-            rx: self.tx.subscribe(),
+            rx: shared.tx.as_ref().ok_or(HubError::Closed)?.subscribe(),
             _guard: PlayerGuard(Arc::clone(self)),
         })
     }
@@ -220,13 +225,16 @@ impl Hub {
             }
         }
         // No receivers is fine: the hub lingers with nobody watching.
-        let _ = self.tx.send(packet);
+        if let Some(tx) = &shared.tx {
+            let _ = tx.send(packet);
+        }
     }
 
     fn close(&self) {
         let mut shared = self.lock();
         shared.closed = true;
         shared.gop.clear();
+        shared.tx = None;
     }
 }
 
@@ -436,6 +444,8 @@ impl HubTask {
             }),
             state: PresentationState::Recording,
             spans: Vec::new(),
+            // The description is as recent as the recording.
+            validated_at_unix_ms: crate::freshness::unix_ms(std::time::SystemTime::now()),
         };
         match self.store.open_writer(&self.hub.key, meta) {
             Ok(writer) => self.writer = Some(writer),

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod config;
+mod freshness;
 mod hub;
 mod mounts;
 mod origin;
@@ -16,6 +17,7 @@ mod udp_pair;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -119,7 +121,10 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Opens the configured store. The daemon opens it for writing (and holds
+/// its lock); the `cache` inspection commands open it read-only, which is
+/// safe while the daemon runs.
+fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
     let store_config = StoreConfig {
         budget_bytes: config.cache.disk_budget.0,
         segment_max_bytes: config.cache.segment_size.0,
@@ -128,8 +133,13 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     let dir = &config.cache.dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let (store, problems) = Store::open(dir, store_config)
-        .with_context(|| format!("cannot open cache {}", dir.display()))?;
+    let opened = if read_only {
+        Store::open_read_only(dir, store_config)
+    } else {
+        Store::open(dir, store_config)
+    };
+    let (store, problems) =
+        opened.with_context(|| format!("cannot open cache {}", dir.display()))?;
     for problem in problems {
         warn!(error = %problem, "cache entry skipped");
     }
@@ -152,7 +162,7 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_server(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
+    let store = open_store(&config, false)?;
     let mounts = Mounts::from_config(&config);
     if mounts.is_empty() {
         warn!("no mounts configured: every request will be answered 404 until [[mount]] sections are added");
@@ -170,6 +180,7 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
             reconnect_attempts: timing.reconnect_attempts,
             gop_max_bytes: 8 << 20,
         },
+        Duration::from_secs(config.cache.default_fresh_secs),
     );
     let listen = config
         .rtsp
@@ -209,7 +220,9 @@ async fn shutdown_signal() {
 }
 
 fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
-    let store = open_store(config)?;
+    // Purging changes the store: only possible while the daemon is stopped.
+    let read_only = !matches!(action, CacheAction::Purge { .. });
+    let store = open_store(config, read_only)?;
     match action {
         CacheAction::Ls => {
             println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");

@@ -4,7 +4,6 @@
 //! `cargo bench -p streamcache-cache`
 
 // `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -41,7 +40,7 @@ fn record(i: u64, payload: &[u8]) -> RecordIn<'_> {
         track: (i % 2) as u8,
         kind: RecordKind::Rtp,
         flags: RecordFlags {
-            random_access: i % 1000 == 0,
+            random_access: i.is_multiple_of(1000),
             discontinuity: false,
         },
         media_time_ns: i * 2_000_000,

@@ -32,6 +32,12 @@ pub struct Metadata {
     /// recording run, from its first to its last record), sorted, with spans
     /// less than half a second apart merged.
     pub spans: Vec<NptSpan>,
+    /// When the proxy last fetched the presentation's description from the
+    /// origin or revalidated it there (Unix milliseconds): the base of the
+    /// freshness rules. `None` when unknown (files written before the field
+    /// existed), which makes the entry stale.
+    #[serde(default)]
+    pub validated_at_unix_ms: Option<u64>,
 }
 
 /// The origin's cache headers, verbatim.
@@ -213,6 +219,7 @@ mod tests {
                 start_ns: 0,
                 end_ns: 8_000_000_000,
             }],
+            validated_at_unix_ms: Some(1_707_213_600_000),
         }
     }
 
@@ -221,6 +228,16 @@ mod tests {
         let meta = sample();
         let parsed = parse_metadata(Path::new("m"), &encode_metadata(&meta)).unwrap();
         assert_eq!(parsed, meta);
+    }
+
+    #[test]
+    fn validation_time_is_optional() {
+        let text = String::from_utf8(encode_metadata(&sample()))
+            .unwrap()
+            .replace("\"validated_at_unix_ms\": 1707213600000", "\"x\": 0");
+        assert!(!text.contains("validated_at"), "{text}");
+        let parsed = parse_metadata(Path::new("m"), text.as_bytes()).unwrap();
+        assert_eq!(parsed.validated_at_unix_ms, None);
     }
 
     #[test]

@@ -38,14 +38,26 @@ pub enum Mode {
 
 /// Loads the presentation in `dir`. Problems that do not prevent it from
 /// being used (a cut or skipped segment) go to `problems`; an error means the
-/// whole directory is skipped.
+/// whole directory is skipped. `None` for the remains of a presentation whose
+/// creation was interrupted (removed in repair mode).
 pub fn load_presentation(
     dir: &Path,
     mode: Mode,
     problems: &mut Vec<CacheError>,
-) -> Result<Presentation, CacheError> {
+) -> Result<Option<Presentation>, CacheError> {
     let meta_path = dir.join(META_FILE);
-    let meta_bytes = fs::read(&meta_path).map_err(|e| CacheError::io(&meta_path, e))?;
+    let meta_bytes = match fs::read(&meta_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !has_segments(dir)? => {
+            // Metadata is written before any segment: this is a presentation
+            // whose creation was interrupted (or, read-only, is under way).
+            if mode == Mode::Repair {
+                fs::remove_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(CacheError::io(&meta_path, e)),
+    };
     let mut meta = parse_metadata(&meta_path, &meta_bytes)?;
     let mut state = PresState {
         meta: meta.clone(),
@@ -97,7 +109,17 @@ pub fn load_presentation(
             Err(e) => problems.push(e),
         }
     }
-    Ok(presentation)
+    Ok(Some(presentation))
+}
+
+fn has_segments(dir: &Path) -> Result<bool, CacheError> {
+    for entry in fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))? {
+        let entry = entry.map_err(|e| CacheError::io(dir, e))?;
+        if entry.path().extension().is_some_and(|x| x == SEGMENT_EXT) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Loads one segment file, recovering it if it was not sealed (in

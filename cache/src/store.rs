@@ -136,12 +136,13 @@ impl Store {
                 continue;
             }
             match recover::load_presentation(&path, mode, &mut problems) {
-                Ok(p) if entries.contains_key(&p.key) => problems.push(CacheError::corrupt(
+                Ok(None) => {}
+                Ok(Some(p)) if entries.contains_key(&p.key) => problems.push(CacheError::corrupt(
                     p.meta_path(),
                     0,
                     format!("a second presentation for key {}; skipped", p.key),
                 )),
-                Ok(p) => {
+                Ok(Some(p)) => {
                     entries.insert(p.key.clone(), Arc::new(p));
                 }
                 Err(e) => problems.push(e),

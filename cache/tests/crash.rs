@@ -11,7 +11,6 @@
 //! `STREAMCACHE_CRASH_SEED` replays a run (the seed is printed).
 
 // `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 mod common;
 
@@ -77,7 +76,7 @@ fn child(root: &Path, tag: u32) -> Result<(), CacheError> {
         for _ in 0..2000 {
             writer.append(&rec(tag, i, t0(tag), payload_len(i)).input())?;
             i += 1;
-            if i % 8 == 0 {
+            if i.is_multiple_of(8) {
                 // Appended, so it must survive the kill.
                 let _ = write!(out, "ack:{i};");
                 let _ = out.flush();

@@ -605,3 +605,15 @@ fn a_read_only_store_reads_and_verifies_beside_a_live_writer() {
     writer.finish(PresentationState::Complete).unwrap();
     assert_eq!(read_all(&store, "live").len(), 1000);
 }
+
+#[test]
+fn an_interrupted_creation_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // Killed between creating the directory and renaming its metadata in.
+    let remains = dir.path().join("0123456789abcdef");
+    fs::create_dir(&remains).unwrap();
+    fs::write(remains.join("meta.json.tmp"), b"{\"format\"").unwrap();
+    let store = open(dir.path(), config(BIG));
+    assert!(store.list().is_empty());
+    assert!(!remains.exists());
+}

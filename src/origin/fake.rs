@@ -62,7 +62,14 @@ pub struct Script {
     pub packets: usize,
     pub after: After,
     pub session_timeout: u32,
+    /// Cache headers of a DESCRIBE answer, each line ending in CRLF.
+    pub cache_headers: &'static str,
+    /// Answer 304 to a DESCRIBE whose `If-Modified-Since` equals the
+    /// `Last-Modified` in `cache_headers`.
+    pub conditional: bool,
 }
+
+pub const CACHE_HEADERS: &str = "Last-Modified: Tue, 06 Feb 2024 10:00:00 GMT\r\nETag: \"abc\"\r\nCache-Control: max-age=60\r\n";
 
 impl Default for Script {
     fn default() -> Self {
@@ -75,6 +82,8 @@ impl Default for Script {
             packets: 10,
             after: After::Idle,
             session_timeout: 60,
+            cache_headers: CACHE_HEADERS,
+            conditional: true,
         }
     }
 }
@@ -174,9 +183,17 @@ async fn serve(stream: TcpStream, script: Script, log: Arc<Mutex<Vec<String>>>) 
         let transport = req
             .header(&headers::TRANSPORT)
             .map(|v| v.as_str().to_owned());
+        let if_modified_since = req
+            .header(&headers::IF_MODIFIED_SINCE)
+            .map(|v| v.as_str().to_owned());
         log.lock().unwrap().push(format!(
             "{method} {}",
-            transport.clone().unwrap_or_default()
+            transport
+                .clone()
+                .or_else(|| if_modified_since
+                    .clone()
+                    .map(|d| format!("if-modified-since={d}")))
+                .unwrap_or_default()
         ));
         if script.mute {
             continue;
@@ -208,13 +225,36 @@ async fn serve(stream: TcpStream, script: Script, log: Arc<Mutex<Vec<String>>>) 
         }
         let session = format!("Session: fake1234;timeout={}\r\n", script.session_timeout);
         let answer = match req.method() {
-            Method::Options => reply(200, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n", ""),
-            Method::Describe if script.describe_status != 200 => reply(script.describe_status, "", ""),
+            Method::Options => reply(
+                200,
+                "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n",
+                "",
+            ),
+            Method::Describe if script.describe_status != 200 => {
+                reply(script.describe_status, "", "")
+            }
+            Method::Describe
+                if script.conditional
+                    && if_modified_since.is_some_and(|d| {
+                        script
+                            .cache_headers
+                            .contains(&format!("Last-Modified: {d}\r\n"))
+                    }) =>
+            {
+                reply(304, script.cache_headers, "")
+            }
             Method::Describe => reply(
                 200,
                 &format!(
-                    "Content-Type: application/sdp\r\nContent-Base: rtsp://{}/test/\r\nLast-Modified: Tue, 06 Feb 2024 10:00:00 GMT\r\nETag: \"abc\"\r\nCache-Control: max-age=60\r\n",
-                    req.request_uri().map(|u| format!("{}:{}", u.host_str().unwrap_or(""), u.port().unwrap_or(554))).unwrap_or_default()
+                    "Content-Type: application/sdp\r\nContent-Base: rtsp://{}/test/\r\n{}",
+                    req.request_uri()
+                        .map(|u| format!(
+                            "{}:{}",
+                            u.host_str().unwrap_or(""),
+                            u.port().unwrap_or(554)
+                        ))
+                        .unwrap_or_default(),
+                    script.cache_headers,
                 ),
                 SDP,
             ),
@@ -236,12 +276,22 @@ async fn serve(stream: TcpStream, script: Script, log: Arc<Mutex<Vec<String>>>) 
                     LowerTransport::Tcp => {
                         let (a, b) = spec.interleaved.unwrap();
                         sinks.push(Sink::Tcp { rtp: a, rtcp: b });
-                        reply(200, &format!("{session}Transport: RTP/AVP/TCP;unicast;interleaved={a}-{b}\r\n"), "")
+                        reply(
+                            200,
+                            &format!(
+                                "{session}Transport: RTP/AVP/TCP;unicast;interleaved={a}-{b}\r\n"
+                            ),
+                            "",
+                        )
                     }
                 }
             }
             Method::Play => {
-                let _ = out_tx.send(reply(200, &format!("{session}Range: npt=0.000-20.000\r\n"), ""));
+                let _ = out_tx.send(reply(
+                    200,
+                    &format!("{session}Range: npt=0.000-20.000\r\n"),
+                    "",
+                ));
                 let sinks = std::mem::take(&mut sinks);
                 let out = out_tx.clone();
                 let script = script.clone();

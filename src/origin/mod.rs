@@ -24,6 +24,9 @@
 //! - [`describe`]`(&OriginTarget)` → [`Described`]: DESCRIBE (with Basic or
 //!   Digest auth, retried once on 401), the SDP, the resolved track control
 //!   URLs, the origin's cache headers and the npt range.
+//! - [`revalidate`]`(&OriginTarget, `[`Stored`]`)` → [`Revalidation`]: a
+//!   conditional DESCRIBE (`If-Modified-Since`, `If-None-Match`) telling
+//!   whether a stored title is still current, or its new description.
 //! - [`OriginSession::start`]`(&target, &described, start_npt)` → the
 //!   session and a bounded `mpsc::Receiver<`[`OriginEvent`]`>`: SETUP of
 //!   every track and PLAY (with `Range: npt=start-` when `start_npt` is
@@ -62,11 +65,12 @@
 mod backoff;
 mod conn;
 mod error;
+mod revalidate;
 mod session;
 mod udp;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod peer_tests;
 #[cfg(test)]
@@ -84,6 +88,7 @@ use url::Url;
 
 pub use backoff::Backoff;
 pub use error::OriginError;
+pub use revalidate::{revalidate, Revalidation, Stored};
 pub use session::OriginSession;
 
 use conn::{Connection, Req};
@@ -259,14 +264,8 @@ fn described_from(
         NptStart::Now => None,
         NptStart::At(s) => Some((s, r.end)),
     });
-    let etag = HeaderName::from_static_str("ETag").ok();
     Ok(Described {
-        cache_headers: CacheHeaders {
-            last_modified: header(&headers::LAST_MODIFIED),
-            etag: etag.and_then(|n| header(&n)),
-            cache_control: header(&headers::CACHE_CONTROL),
-            expires: header(&headers::EXPIRES),
-        },
+        cache_headers: revalidate::headers_of(resp),
         sdp_text,
         sdp,
         base_url,

@@ -333,3 +333,107 @@ async fn dropping_the_receiver_tears_down() {
         .unwrap();
     assert_eq!(origin.count("TEARDOWN"), 1);
 }
+
+fn stored_headers() -> CacheHeaders {
+    CacheHeaders {
+        last_modified: Some("Tue, 06 Feb 2024 10:00:00 GMT".into()),
+        etag: Some("\"abc\"".into()),
+        cache_control: Some("max-age=1".into()),
+        expires: None,
+    }
+}
+
+async fn revalidation(
+    script: Script,
+    stored: &CacheHeaders,
+    sdp: &str,
+) -> (FakeOrigin, Revalidation) {
+    let origin = FakeOrigin::start(script).await;
+    let stored = Stored {
+        cache_headers: stored,
+        sdp_text: sdp,
+    };
+    let verdict = revalidate(&target(&origin, TransportPref::Tcp), stored)
+        .await
+        .unwrap();
+    (origin, verdict)
+}
+
+#[tokio::test]
+async fn revalidation_sends_if_modified_since_and_reads_304() {
+    let (origin, verdict) = revalidation(Script::default(), &stored_headers(), "").await;
+    assert_eq!(
+        origin.log(),
+        ["DESCRIBE if-modified-since=Tue, 06 Feb 2024 10:00:00 GMT"]
+    );
+    let Revalidation::NotModified(headers) = verdict else {
+        panic!("{verdict:?}");
+    };
+    // The 304's own headers replace the stored ones.
+    assert_eq!(headers.cache_control.as_deref(), Some("max-age=60"));
+    assert_eq!(headers.etag.as_deref(), Some("\"abc\""));
+}
+
+#[tokio::test]
+async fn revalidation_200_with_the_same_validators_is_not_modified() {
+    let script = Script {
+        conditional: false,
+        ..Script::default()
+    };
+    let (origin, verdict) = revalidation(script, &stored_headers(), "").await;
+    assert_eq!(origin.count("DESCRIBE"), 1);
+    assert!(
+        matches!(verdict, Revalidation::NotModified(_)),
+        "{verdict:?}"
+    );
+}
+
+#[tokio::test]
+async fn revalidation_200_with_new_validators_is_changed() {
+    let script = Script {
+        cache_headers: "Last-Modified: Wed, 07 Feb 2024 10:00:00 GMT\r\nETag: \"abd\"\r\n",
+        ..Script::default()
+    };
+    let (_origin, verdict) = revalidation(script, &stored_headers(), fake::SDP).await;
+    let Revalidation::Changed(described) = verdict else {
+        panic!("{verdict:?}");
+    };
+    assert_eq!(described.tracks.len(), 2);
+    assert_eq!(described.cache_headers.etag.as_deref(), Some("\"abd\""));
+}
+
+#[tokio::test]
+async fn without_validators_the_sdp_decides() {
+    let script = Script {
+        cache_headers: "",
+        ..Script::default()
+    };
+    let none = CacheHeaders::default();
+    let (origin, same) = revalidation(script.clone(), &none, fake::SDP).await;
+    assert_eq!(origin.log(), ["DESCRIBE "], "nothing to be conditional on");
+    assert!(matches!(same, Revalidation::NotModified(_)), "{same:?}");
+    let other = fake::SDP.replace("npt=0-20.000", "npt=0-30.000");
+    let (_, changed) = revalidation(script, &none, &other).await;
+    assert!(matches!(changed, Revalidation::Changed(_)), "{changed:?}");
+}
+
+#[tokio::test]
+async fn revalidation_reports_an_unreachable_origin() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = url::Url::parse(&format!("rtsp://{}/test", listener.local_addr().unwrap())).unwrap();
+    drop(listener);
+    let t = OriginTarget {
+        url,
+        username: None,
+        password: None,
+        transport: TransportPref::Tcp,
+        connect_timeout: Duration::from_secs(2),
+        udp_fallback: Duration::from_millis(300),
+    };
+    let stored = Stored {
+        cache_headers: &CacheHeaders::default(),
+        sdp_text: "",
+    };
+    let e = revalidate(&t, stored).await.unwrap_err();
+    assert!(matches!(e, OriginError::Connect { .. }), "{e:?}");
+}

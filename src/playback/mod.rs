@@ -9,8 +9,8 @@
 //! with the sequence numbers continuing. While the presentation is still being
 //! recorded the cursor follows the writer (live tail). Every second it sends
 //! an RTCP sender report per track mapping wall-clock (NTP) time to the RTP
-//! time it is sending, so players keep audio and video in sync. At the end it
-//! sends RTCP BYE on every track.
+//! time it is sending, so players keep audio and video in sync. Shortly after
+//! the last packet (`BYE_DELAY`) it sends RTCP BYE on every track.
 
 mod renumber;
 mod schedule;
@@ -91,10 +91,15 @@ const BATCH_PACKETS: usize = 512;
 /// How often a caught-up cursor looks again for records the writer added.
 const TAIL_POLL: Duration = Duration::from_millis(20);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after the last packet the BYE follows. Sent at once, a UDP
+/// player can read the BYE (RTCP port) before the last packets (RTP port)
+/// and stop without them: ffmpeg lost the title's last audio frame so.
+const BYE_DELAY: Duration = Duration::from_millis(200);
 
 pub struct Playback<S: Sink> {
-    /// Keeps the presentation pinned against eviction.
-    _reader: Reader,
+    /// Keeps the presentation pinned against eviction; gives a fresh cursor
+    /// for a PLAY from the very start.
+    reader: Reader,
     cursor: Cursor,
     sink: S,
     tracks: BTreeMap<usize, TrackNumbering>,
@@ -104,6 +109,8 @@ pub struct Playback<S: Sink> {
     /// npt where playback stands while paused.
     position_ns: u64,
     next_report: Instant,
+    /// Everything was sent: when the BYE goes.
+    bye_at: Option<Instant>,
 }
 
 impl<S: Sink> Playback<S> {
@@ -111,7 +118,7 @@ impl<S: Sink> Playback<S> {
     pub fn new(reader: Reader, tracks: &[(usize, u32)], sink: S) -> Playback<S> {
         let cursor = reader.cursor();
         Playback {
-            _reader: reader,
+            reader,
             cursor,
             sink,
             tracks: tracks
@@ -123,6 +130,7 @@ impl<S: Sink> Playback<S> {
             until: None,
             position_ns: 0,
             next_report: Instant::now(),
+            bye_at: None,
         }
     }
 
@@ -143,10 +151,17 @@ impl<S: Sink> Playback<S> {
                     None => return Ended::Stopped,
                 },
                 _ = sleep_until_opt(wake) => {
-                    let sent = match self.send_due().await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => self.at_end().await,
-                        Err(e) => Err(e),
+                    let sent = if self.bye_at.is_some() {
+                        self.at_end().await
+                    } else {
+                        match self.send_due().await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                self.bye_at = Some(Instant::now() + BYE_DELAY);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
                     };
                     if sent.is_err() {
                         return Ended::SinkClosed;
@@ -159,7 +174,14 @@ impl<S: Sink> Playback<S> {
     fn prepare(&mut self, from: Option<u64>, until: Option<u64>) -> Result<Started, CacheError> {
         self.pause();
         if let Some(from) = from {
-            self.cursor.seek(from)?;
+            if from == 0 {
+                // From the start means every record, also those recorded
+                // before the first random-access point (audio that arrived
+                // ahead of the first keyframe), which an index seek skips.
+                self.cursor = self.reader.cursor();
+            } else {
+                self.cursor.seek(from)?;
+            }
             self.pending = None;
             self.position_ns = from;
         }
@@ -192,6 +214,7 @@ impl<S: Sink> Playback<S> {
             self.position_ns = self.pending.as_ref().map_or(npt, |p| p.npt_ns.min(npt));
         }
         self.schedule.pause();
+        self.bye_at = None;
     }
 
     /// When the task must wake to send: the pending record's due time, a
@@ -199,6 +222,9 @@ impl<S: Sink> Playback<S> {
     fn next_wake(&self) -> Option<Instant> {
         if !self.schedule.is_running() {
             return None;
+        }
+        if let Some(bye_at) = self.bye_at {
+            return Some(bye_at);
         }
         let data = match &self.pending {
             Some(p) => self.schedule.due(p.npt_ns)?,
@@ -317,6 +343,7 @@ impl<S: Sink> Playback<S> {
             self.position_ns = npt;
         }
         self.schedule.pause();
+        self.bye_at = None;
         self.sink.flush().await
     }
 }

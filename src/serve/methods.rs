@@ -22,7 +22,7 @@ use super::connection::Conn;
 use super::delivery::{self, PlayerSink, TrackDelivery};
 use super::session::{PlayerSession, Source};
 use super::Server;
-use crate::catalog::CachedTitle;
+use crate::catalog::{CachedTitle, Lookup};
 use crate::hub::{Hub, HubPacket, Subscription};
 use crate::mounts::{track_suffix, Resolved};
 use crate::playback::{Control, Playback};
@@ -184,22 +184,27 @@ impl PlayerCacheControl {
 }
 
 /// Where a new session's media comes from: the store when it holds the
-/// whole title (and the player allows it), otherwise the origin's hub.
+/// whole title, the origin's cache rules let it be served (revalidating it
+/// if stale) and the player allows it; otherwise the origin's hub.
 async fn source_for(
     server: &Arc<Server>,
     request: &Request<Vec<u8>>,
     resolved: &Resolved,
 ) -> Result<Source, Reply> {
     let cc = PlayerCacheControl::of(request);
-    if !cc.no_cache {
-        if let Some(title) = server.catalog.cached(&resolved.key) {
-            return Ok(Source::Cache(title));
+    let described = if cc.no_cache {
+        None
+    } else {
+        match server.catalog.lookup(resolved, cc.only_if_cached).await {
+            Lookup::Hit(title) => return Ok(Source::Cache(title)),
+            Lookup::Unavailable => return Err(Reply::status(504)),
+            Lookup::Miss(described) => described,
         }
-    }
+    };
     if cc.only_if_cached {
         return Err(Reply::status(504));
     }
-    match server.catalog.hub(resolved).await {
+    match server.catalog.hub(resolved, described).await {
         Ok(hub) => Ok(Source::Hub(hub)),
         Err(e) => {
             warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");

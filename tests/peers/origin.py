@@ -20,6 +20,15 @@ per event, for the tests to count and inspect:
   ORIGIN client-closed client=ID
   ORIGIN stopping signal=TERM|INT|stdin-eof
 
+With --udp-blackhole the origin accepts UDP SETUPs but sends the RTP/RTCP
+to a socket pair of its own that nobody reads (the SETUP's client_port is
+rewritten before the server sees it): the client's UDP ports stay silent, as
+behind a firewall, which is how a UDP->TCP fallback is provoked.
+
+With --cache-control VALUE and/or --last-modified HTTP-DATE, successful
+DESCRIBE answers carry those headers (by default they carry neither, and
+the origin never answers 304: a conditional DESCRIBE gets a full 200).
+
 Values never contain spaces; an absent header is `-`. `auth` is the scheme of
 the Authorization header (Basic/Digest) or `-`, never the credentials.
 ID numbers the TCP connections from 1 in accept order.
@@ -28,6 +37,7 @@ ID numbers the TCP connections from 1 in accept order.
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -109,6 +119,7 @@ class Origin:
     def __init__(self, args):
         self.args = args
         self.next_client = 0
+        self.blackholes = []  # sockets kept open (and unread) for --udp-blackhole
         self.server = GstRtspServer.RTSPServer()
         self.server.set_address(args.address)
         self.server.set_service(str(args.port))
@@ -206,11 +217,69 @@ class Origin:
         ):
             client.connect(f"pre-{name}-request", on_request)
 
+        if self.args.udp_blackhole:
+            client.connect("setup-request", lambda _c, ctx: self.blackhole_udp(ctx))
+
+        if self.args.cache_control or self.args.last_modified:
+            client.connect("send-message", lambda _c, _ctx, msg: self.add_cache_headers(msg))
+
         client.connect(
             "new-session",
             lambda _c, session: log("ORIGIN new-session", f"id={session.get_sessionid()}", f"client={cid}"),
         )
         client.connect("closed", lambda _c: log("ORIGIN client-closed", f"client={cid}"))
+
+    def add_cache_headers(self, msg):
+        """Adds --cache-control and --last-modified to successful DESCRIBE
+        answers (the only answers with an SDP body). `send-message` fires
+        just before a message goes out; its context argument does not reach
+        Python in 1.22 (a type mismatch in the signal), the message does."""
+        if msg is None or msg.get_type() != GstRtsp.RTSPMsgType.RESPONSE:
+            return
+        _res, code, _reason, _version = msg.parse_response()
+        if code != GstRtsp.RTSPStatusCode.OK:
+            return
+        _res, content_type = msg.get_header(GstRtsp.RTSPHeaderField.CONTENT_TYPE, 0)
+        if content_type != "application/sdp":
+            return
+        if self.args.cache_control:
+            msg.add_header(GstRtsp.RTSPHeaderField.CACHE_CONTROL, self.args.cache_control)
+        if self.args.last_modified:
+            msg.add_header(GstRtsp.RTSPHeaderField.LAST_MODIFIED, self.args.last_modified)
+
+    def blackhole_udp(self, ctx):
+        """After a UDP SETUP and before PLAY adds the destination to the
+        sender, points the stream's client_port at our own unread pair (the
+        transport is changed in place: gst-rtsp-server 1.22 sends where it
+        says when the PLAY activates it)."""
+        trans = ctx.trans
+        if trans is None:
+            return
+        transport = trans.get_transport()
+        if transport.lower_transport != GstRtsp.RTSPLowerTrans.UDP:
+            return
+        ports = transport.client_port
+        ports.min, ports.max = self.blackhole_pair()
+        log("ORIGIN udp-blackhole", f"transport={clean(transport.as_text())}")
+
+    def blackhole_pair(self):
+        """An even/odd UDP port pair bound here and never read."""
+        for _ in range(100):
+            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            a.bind((self.args.address, 0))
+            port = a.getsockname()[1]
+            if port % 2 == 0:
+                b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    b.bind((self.args.address, port + 1))
+                except OSError:
+                    b.close()
+                    a.close()
+                    continue
+                self.blackholes.extend([a, b])
+                return port, port + 1
+            a.close()
+        sys.exit("origin.py: no free UDP port pair for --udp-blackhole")
 
     def on_session_removed(self, _pool, session):
         log("ORIGIN session-removed", f"id={session.get_sessionid()}")
@@ -253,6 +322,18 @@ def main():
     parser.add_argument("--user", help="require these credentials for everything")
     parser.add_argument("--password")
     parser.add_argument("--auth", choices=("basic", "digest"), default="basic")
+    parser.add_argument(
+        "--udp-blackhole",
+        action="store_true",
+        help="accept UDP SETUPs but send their media where nobody reads it",
+    )
+    parser.add_argument(
+        "--cache-control", help="send this Cache-Control with DESCRIBE answers (default: none)"
+    )
+    parser.add_argument(
+        "--last-modified",
+        help="send this Last-Modified (an HTTP date) with DESCRIBE answers (default: none)",
+    )
     parser.add_argument("--backlog", type=int, default=1024, help="listen backlog")
     parser.add_argument(
         "--watch-stdin", action="store_true", help="exit when stdin reaches end of file"

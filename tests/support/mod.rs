@@ -736,6 +736,14 @@ impl Proxy {
             .wait_until(limit, |lines| lines.iter().any(|l| l.contains(needle)))
     }
 
+    /// Waits until at least `n` log lines contain `needle`; returns whether
+    /// they did.
+    pub fn wait_log_count(&self, needle: &str, n: usize, limit: Duration) -> bool {
+        self.lines.wait_until(limit, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).count() >= n
+        })
+    }
+
     /// SIGTERM, then wait up to `limit` for a clean exit; SIGKILL after that.
     /// Returns the exit status if it exited by itself.
     pub fn stop(mut self, limit: Duration) -> Option<ExitStatus> {
@@ -1130,6 +1138,47 @@ impl RtspConn {
             "response to {method} {url} has the wrong CSeq: {resp:?}"
         );
         resp
+    }
+
+    /// DESCRIBE `url`, SETUP every track (RTP/AVP/TCP interleaved on
+    /// channels 2i, 2i+1, or UDP to `udp[i]`'s ports when `udp` is given),
+    /// then PLAY: returns the session id and the PLAY response. Panics on
+    /// any answer but 200.
+    pub fn play(
+        &mut self,
+        url: &str,
+        udp: Option<&[(UdpSocket, UdpSocket)]>,
+    ) -> (String, RtspMessage) {
+        let describe = self.request("DESCRIBE", url, &[("Accept", "application/sdp")]);
+        assert_eq!(describe.status(), 200, "DESCRIBE {url}: {describe:?}");
+        let tracks = describe.sdp_track_urls(url);
+        assert!(!tracks.is_empty(), "no tracks: {}", describe.body_text());
+        let mut session = String::new();
+        for (i, track) in tracks.iter().enumerate() {
+            let transport = match udp {
+                Some(pairs) => {
+                    let Some((rtp, rtcp)) = pairs.get(i) else {
+                        break;
+                    };
+                    format!(
+                        "RTP/AVP;unicast;client_port={}-{}",
+                        rtp.local_addr().unwrap().port(),
+                        rtcp.local_addr().unwrap().port()
+                    )
+                }
+                None => format!("RTP/AVP/TCP;unicast;interleaved={}-{}", 2 * i, 2 * i + 1),
+            };
+            let mut headers = vec![("Transport", transport.as_str())];
+            if !session.is_empty() {
+                headers.push(("Session", &session));
+            }
+            let setup = self.request("SETUP", track, &headers);
+            assert_eq!(setup.status(), 200, "SETUP {track}: {setup:?}");
+            session = setup.session().expect("SETUP gives a session").to_string();
+        }
+        let play = self.request("PLAY", url, &[("Session", &session)]);
+        assert_eq!(play.status(), 200, "PLAY {url}: {play:?}");
+        (session, play)
     }
 
     /// The next response, skipping interleaved packets and server requests.

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 // each test crate uses its own subset
 // `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
-#![allow(clippy::manual_is_multiple_of)]
 
 use std::path::Path;
 
@@ -74,7 +73,7 @@ pub fn rec(tag: u32, i: u64, t0_ns: u64, len: usize) -> Rec {
             RecordKind::Rtp
         },
         flags: RecordFlags {
-            random_access: i % 25 == 0,
+            random_access: i.is_multiple_of(25),
             discontinuity: i == 0,
         },
         media_time_ns: t0_ns + i * FRAME_NS,

@@ -243,6 +243,106 @@ async fn exchange(
     }
 }
 
+/// What a playing session has received so far.
+struct Receiver {
+    /// Interleaved channel → (track index, is RTCP).
+    channels: Vec<Option<(usize, bool)>>,
+    /// The first H.264/H.265 video track, if any.
+    video: Option<usize>,
+    play_sent: Instant,
+    play_cseq: u32,
+    /// Whether PLAY was answered 2xx.
+    answered: bool,
+    first_arrival: Option<Instant>,
+    result: SessionResult,
+}
+
+impl Receiver {
+    fn new(
+        tracks: Vec<Track>,
+        channels: Vec<Option<(usize, bool)>>,
+        play_sent: Instant,
+        play_cseq: u32,
+    ) -> Self {
+        let video = tracks
+            .iter()
+            .position(|t| t.kind == "video" && t.codec != Codec::Other);
+        Receiver {
+            channels,
+            video,
+            play_sent,
+            play_cseq,
+            answered: false,
+            first_arrival: None,
+            result: SessionResult {
+                tracks,
+                ..SessionResult::default()
+            },
+        }
+    }
+
+    /// Accounts one frame that arrived at `at`. An error answer to PLAY
+    /// fails the session.
+    fn on_frame(&mut self, frame: Frame, at: Instant) -> Result<(), String> {
+        match frame {
+            Frame::Response(resp) => {
+                let info = ResponseInfo::from_response(&resp);
+                if info.cseq == Some(self.play_cseq) {
+                    if !info.is_success() {
+                        return Err(format!("PLAY: {}", info.status_line()));
+                    }
+                    self.answered = true;
+                } else if !info.is_success() {
+                    self.result.keepalive_errors += 1;
+                }
+            }
+            Frame::Interleaved { channel, payload } => self.on_interleaved(channel, &payload, at),
+            Frame::Request(_) => {} // requests from the server go unanswered
+        }
+        Ok(())
+    }
+
+    fn on_interleaved(&mut self, channel: u8, packet: &[u8], at: Instant) {
+        let Some((index, is_rtcp)) = self.channels[usize::from(channel)] else {
+            return;
+        };
+        let track = &mut self.result.tracks[index];
+        if is_rtcp {
+            track.stats.rtcp_packets += 1;
+            return;
+        }
+        let Some(header) = track.stats.on_rtp(packet, at) else {
+            return;
+        };
+        let after = at.saturating_duration_since(self.play_sent);
+        self.first_arrival.get_or_insert(at);
+        self.result.first_packet.get_or_insert(after);
+        if Some(index) == self.video {
+            let rap = is_rap(track.codec, header.payload(packet));
+            let first = self.result.first_video.get_or_insert(FirstVideo {
+                after,
+                packet_rap: rap,
+                timestamp: header.timestamp,
+                frame_rap: false,
+            });
+            if header.timestamp == first.timestamp {
+                first.frame_rap |= rap;
+            }
+            if rap {
+                self.result.first_rap.get_or_insert(after);
+            }
+        }
+    }
+
+    /// The result, with receiving counted up to `end`.
+    fn finish(mut self, end: Instant) -> SessionResult {
+        self.result.receiving = self
+            .first_arrival
+            .map_or(Duration::ZERO, |f| end.saturating_duration_since(f));
+        self.result
+    }
+}
+
 /// Sends PLAY and receives until the end of the run.
 async fn play(plan: &Plan, p: Prepared) -> SessionResult {
     let Prepared {
@@ -253,14 +353,6 @@ async fn play(plan: &Plan, p: Prepared) -> SessionResult {
         aggregate_url,
         keepalive_every,
     } = p;
-    let mut result = SessionResult {
-        tracks,
-        ..SessionResult::default()
-    };
-    let video = result
-        .tracks
-        .iter()
-        .position(|t| t.kind == "video" && t.codec != Codec::Other);
     let session = Some(session_id.as_str());
     let range: Vec<(&str, &str)> = plan.range.iter().map(|r| ("Range", r.as_str())).collect();
 
@@ -269,96 +361,55 @@ async fn play(plan: &Plan, p: Prepared) -> SessionResult {
         Ok(c) => c,
         Err(e) => return SessionResult::failed(format!("PLAY: {e}")),
     };
+    let mut rx = Receiver::new(tracks, channels, play_sent, play_cseq);
     let play_deadline = play_sent + plan.setup_timeout;
-    let mut answered = false;
-    let mut first_arrival = None;
     let mut next_keepalive = play_sent + keepalive_every;
-    let mut end = plan.stop_at;
+    let mut keepalives = 0;
+    let mut ended_early = None;
 
-    loop {
-        let wake = if answered {
-            next_keepalive.min(plan.stop_at)
-        } else {
-            next_keepalive.min(plan.stop_at).min(play_deadline)
-        };
+    let end = loop {
+        let mut wake = next_keepalive.min(plan.stop_at);
+        if !rx.answered {
+            wake = wake.min(play_deadline);
+        }
         tokio::select! {
             received = conn.next_frame() => match received {
-                Ok((Frame::Response(resp), _)) => {
-                    let info = ResponseInfo::from_response(&resp);
-                    if info.cseq == Some(play_cseq) {
-                        if !info.is_success() {
-                            return SessionResult::failed(format!("PLAY: {}", info.status_line()));
-                        }
-                        answered = true;
-                    } else if !info.is_success() {
-                        result.keepalive_errors += 1;
+                Ok((frame, at)) => {
+                    if let Err(failure) = rx.on_frame(frame, at) {
+                        return SessionResult::failed(failure);
                     }
                 }
-                Ok((Frame::Interleaved { channel, payload }, at)) => {
-                    let Some((index, is_rtcp)) = channels[usize::from(channel)] else {
-                        continue;
-                    };
-                    let track = &mut result.tracks[index];
-                    if is_rtcp {
-                        track.stats.rtcp_packets += 1;
-                        continue;
-                    }
-                    let Some(header) = track.stats.on_rtp(&payload, at) else {
-                        continue;
-                    };
-                    let after = at.saturating_duration_since(play_sent);
-                    first_arrival.get_or_insert(at);
-                    result.first_packet.get_or_insert(after);
-                    if Some(index) == video {
-                        let rap = is_rap(track.codec, header.payload(&payload));
-                        let first = result.first_video.get_or_insert(FirstVideo {
-                            after,
-                            packet_rap: rap,
-                            timestamp: header.timestamp,
-                            frame_rap: false,
-                        });
-                        if header.timestamp == first.timestamp {
-                            first.frame_rap |= rap;
-                        }
-                        if rap {
-                            result.first_rap.get_or_insert(after);
-                        }
-                    }
-                }
-                Ok((Frame::Request(_), _)) => {} // servers' requests go unanswered
+                Err(e) if !rx.answered => return SessionResult::failed(format!("PLAY: {e}")),
                 Err(e) => {
-                    if !answered {
-                        return SessionResult::failed(format!("PLAY: {e}"));
-                    }
-                    end = Instant::now();
-                    result.ended_early = Some(e.to_string());
-                    break;
+                    ended_early = Some(e.to_string());
+                    break Instant::now();
                 }
             },
             _ = sleep_until(wake.into()) => {
                 let now = Instant::now();
                 if now >= plan.stop_at {
-                    break;
+                    break plan.stop_at;
                 }
-                if !answered && now >= play_deadline {
+                if !rx.answered && now >= play_deadline {
                     return SessionResult::failed("PLAY: no answer in time".into());
                 }
                 if now >= next_keepalive {
                     next_keepalive = now + keepalive_every;
-                    result.keepalives += 1;
+                    keepalives += 1;
                     if let Err(e) = conn.send("GET_PARAMETER", &aggregate_url, session, &[]).await {
-                        end = now;
-                        result.ended_early = Some(format!("keep-alive: {e}"));
-                        break;
+                        ended_early = Some(format!("keep-alive: {e}"));
+                        break now;
                     }
                 }
             }
         }
-    }
-    result.receiving = first_arrival.map_or(Duration::ZERO, |f| end.saturating_duration_since(f));
-    if result.ended_early.is_none() {
+    };
+    if ended_early.is_none() {
         teardown(&mut conn, &aggregate_url, &session_id).await;
     }
+    let mut result = rx.finish(end);
+    result.keepalives = keepalives;
+    result.ended_early = ended_early;
     result
 }
 
@@ -397,6 +448,94 @@ mod tests {
         assert_eq!(interleaved_channels(&reply(None), (2, 3)), Ok((2, 3)));
         let r = reply(Some("RTP/AVP/TCP;unicast"));
         assert_eq!(interleaved_channels(&r, (4, 5)), Ok((4, 5)));
+    }
+
+    fn h264_packet(sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&sequence.to_be_bytes());
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn receiver() -> Receiver {
+        let tracks = vec![
+            Track {
+                kind: "video".into(),
+                codec: Codec::H264,
+                stats: TrackStats::new(Some(90_000)),
+            },
+            Track {
+                kind: "audio".into(),
+                codec: Codec::Other,
+                stats: TrackStats::new(Some(48_000)),
+            },
+        ];
+        let mut channels = vec![None; 256];
+        channels[..4].copy_from_slice(&[
+            Some((0, false)),
+            Some((0, true)),
+            Some((1, false)),
+            Some((1, true)),
+        ]);
+        Receiver::new(tracks, channels, Instant::now(), 5)
+    }
+
+    fn interleaved(channel: u8, payload: Vec<u8>) -> Frame {
+        Frame::Interleaved { channel, payload }
+    }
+
+    #[test]
+    fn first_video_frame_is_judged_as_a_whole() {
+        let mut rx = receiver();
+        let t = rx.play_sent + Duration::from_millis(3);
+        // Audio first, then SEI, SPS, IDR start of one frame, then the next frame.
+        for (ch, p) in [
+            (2, h264_packet(1, 0, &[0x11])),
+            (0, h264_packet(10, 900, &[0x06, 0x05])),
+            (0, h264_packet(11, 900, &[0x67, 0x42])),
+            (0, h264_packet(12, 900, &[0x7c, 0x85])),
+            (0, h264_packet(13, 4500, &[0x41, 0x9a])),
+            (1, vec![0x80, 200, 0, 6]),      // RTCP
+            (9, h264_packet(1, 1, &[0x65])), // unknown channel
+        ] {
+            rx.on_frame(interleaved(ch, p), t).unwrap();
+        }
+        let r = rx.finish(t + Duration::from_secs(1));
+        assert_eq!(r.first_packet, Some(Duration::from_millis(3)));
+        let v = r.first_video.unwrap();
+        assert!(!v.packet_rap && v.frame_rap, "{v:?}");
+        assert_eq!(r.first_rap, Some(Duration::from_millis(3)));
+        assert_eq!(
+            (r.tracks[0].stats.packets, r.tracks[1].stats.packets),
+            (4, 1)
+        );
+        assert_eq!(r.tracks[0].stats.rtcp_packets, 1);
+        assert_eq!(r.receiving, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn play_error_fails_and_other_errors_count_as_keepalive_errors() {
+        let answer = |status: &str, cseq: u32| {
+            let text = format!("RTSP/1.0 {status}\r\nCSeq: {cseq}\r\n\r\n");
+            match streamcache_rtsp::framing::decode(text.as_bytes(), &Default::default()) {
+                Ok(Some((frame, _))) => frame,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut rx = receiver();
+        let now = Instant::now();
+        rx.on_frame(answer("200 OK", 5), now).unwrap();
+        assert!(rx.answered);
+        rx.on_frame(answer("454 Session Not Found", 6), now)
+            .unwrap();
+        assert_eq!(rx.result.keepalive_errors, 1);
+        let mut rx = receiver();
+        assert_eq!(
+            rx.on_frame(answer("503 Service Unavailable", 5), now),
+            Err("PLAY: 503 Service Unavailable".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! The configuration as an operator meets it: `streamcache check-config`
+//! accepts the shipped default and names the key and line of each problem
+//! in a broken file; `streamcache serve` refuses to start on a broken file
+//! with the same clear message.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("streamcache.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().expect("UTF-8 path").to_owned()
+}
+
+/// Line 2: an address that is not one; line 8: a mount path that is not
+/// absolute; line 9: credentials inside the origin URL (which would leak into
+/// logs).
+const BROKEN: &str = "[rtsp]
+listen = \"nowhere\"
+
+[origin]
+linger_secs = 2
+
+[[mount]]
+path = \"cams\"
+origin = \"rtsp://viewer:hunter2@127.0.0.1:8654/live\"
+";
+
+/// The shipped `etc/streamcache.toml` validates.
+#[test]
+fn check_config_accepts_the_default_file() {
+    let file = repo_root().join("etc/streamcache.toml");
+    let out = run_streamcache(&["check-config", file.to_str().unwrap()]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("valid"), "{out:?}");
+}
+
+/// A broken file fails, and each problem names its key and line; the
+/// password put in the origin URL is not repeated.
+#[test]
+fn check_config_names_key_and_line_of_each_problem() {
+    let dir = temp_dir();
+    let file = write_config(dir.path(), BROKEN);
+    let out = run_streamcache(&["check-config", &file]);
+    assert!(!out.success(), "{out:?}");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for expected in [
+        "line 2: rtsp.listen",
+        "line 8: mount[0].path",
+        "line 9: mount[0].origin",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// A misspelt key is refused with its name and line.
+#[test]
+fn check_config_refuses_unknown_keys() {
+    let dir = temp_dir();
+    let file = write_config(
+        dir.path(),
+        "[rtsp]\nlisten = \"127.0.0.1:8554\"\nsesion_timeout_secs = 5\n",
+    );
+    let out = run_streamcache(&["check-config", &file]);
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("line 3") && out.stdout.contains("sesion_timeout_secs"),
+        "{out:?}"
+    );
+}
+
+/// `streamcache serve` on a broken file exits at once with an error that
+/// names the file, the key and the line, and listens on nothing.
+#[test]
+fn serve_refuses_to_start_on_a_broken_config() {
+    let dir = temp_dir();
+    let port = free_port();
+    let file = write_config(dir.path(), BROKEN);
+    let out = run_streamcache(&["serve", "--config", &file]);
+    assert!(!out.success() && !out.timed_out(), "{out:?}");
+    assert!(out.stderr.contains(&file), "{out:?}");
+    assert!(
+        out.stderr.contains("line 2: rtsp.listen") && out.stderr.contains("mount[0].path"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("hunter2"), "{out:?}");
+
+    // A valid listen address but a broken mount: still refused, nothing listens.
+    let text = BROKEN.replace("\"nowhere\"", &format!("\"127.0.0.1:{port}\""));
+    let file = write_config(dir.path(), &text);
+    let out = run_streamcache(&["serve", "--config", &file]);
+    assert!(!out.success() && !out.timed_out(), "{out:?}");
+    assert!(out.stderr.contains("line 8: mount[0].path"), "{out:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
