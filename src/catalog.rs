@@ -36,6 +36,10 @@ use crate::origin::{
 
 type Slot = Arc<AsyncMutex<Option<Arc<Hub>>>>;
 
+/// How close to the title's start a held span must begin to count as
+/// holding it from the start.
+const HELD_SLACK_NS: u64 = 500_000_000;
+
 /// A presentation the store holds completely: it plays without the origin.
 pub struct CachedTitle {
     pub store: Store,
@@ -77,6 +81,10 @@ impl Catalog {
             default_fresh,
             slots: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Whether the store may serve a title, revalidating it at the origin if
@@ -267,6 +275,7 @@ impl Catalog {
             }
         };
         info!(key = %resolved.key, tracks = described.tracks.len(), "presentation described");
+        let start_npt = self.fill_start(&resolved.key, &described);
         let weak: Weak<Catalog> = Arc::downgrade(self);
         let key = resolved.key.clone();
         let weak_slot = Arc::downgrade(&slot);
@@ -274,6 +283,7 @@ impl Catalog {
             resolved.key.clone(),
             target,
             described,
+            start_npt,
             self.store.clone(),
             self.hub_settings,
             Box::new(move || {
@@ -284,6 +294,38 @@ impl Catalog {
         );
         *current = Some(Arc::clone(&hub));
         Ok(hub)
+    }
+
+    /// Where an on-demand fill starts: after what the store already holds
+    /// from the title's start (a partial fill), or at the start. A partial
+    /// recording of a title that has changed since is dropped first.
+    fn fill_start(&self, key: &str, described: &Described) -> Option<f64> {
+        let meta = self.store.metadata(key).ok().flatten()?;
+        if meta.state == PresentationState::Recording {
+            return None; // a fill is running elsewhere; its hub would be joinable
+        }
+        if !origin::same_sdp(&meta.sdp, &described.sdp_text) {
+            match self.store.purge(key, false) {
+                Ok(()) => info!(key, "partial recording of a changed title dropped"),
+                Err(e) => debug!(key, error = %e, "partial recording of a changed title kept"),
+            }
+            return None;
+        }
+        let start = meta.range.map_or(0, |r| r.start_ns);
+        // The store merges spans that touch; the one holding the start says
+        // how far the title is held without a gap.
+        let held_to = meta
+            .spans
+            .iter()
+            .filter(|s| s.start_ns <= start + HELD_SLACK_NS)
+            .map(|s| s.end_ns)
+            .max()?;
+        info!(
+            key,
+            held_secs = held_to as f64 / 1e9,
+            "partial title: filling the rest from the origin"
+        );
+        Some(held_to as f64 / 1e9)
     }
 
     fn slot(&self, key: &str) -> Slot {

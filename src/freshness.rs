@@ -61,6 +61,12 @@ pub struct CacheControl {
 }
 
 impl CacheControl {
+    /// Whether a shared cache may store what came with these directives.
+    pub fn storable(value: Option<&str>) -> bool {
+        let cc = value.map(CacheControl::parse).unwrap_or_default();
+        !(cc.private || cc.no_store)
+    }
+
     /// Parses a `Cache-Control` value. Unknown directives are ignored;
     /// directive names are case-insensitive.
     pub fn parse(value: &str) -> CacheControl {

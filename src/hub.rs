@@ -79,6 +79,11 @@ pub struct Hub {
     key: String,
     described: Described,
     live: bool,
+    /// Where an on-demand fill starts (the first npt the store lacks).
+    start_npt: Option<f64>,
+    /// The origin allows a shared cache to store the title (not `private`
+    /// nor `no-store`).
+    storable: bool,
     shared: Mutex<Shared>,
     players: watch::Sender<usize>,
     cmd: mpsc::Sender<Cmd>,
@@ -109,7 +114,8 @@ pub struct Subscription {
     _guard: PlayerGuard,
 }
 
-struct PlayerGuard(Arc<Hub>);
+/// Counts a player of the hub while it lives.
+pub struct PlayerGuard(Arc<Hub>);
 
 impl Drop for PlayerGuard {
     fn drop(&mut self) {
@@ -123,6 +129,7 @@ impl Hub {
         key: String,
         target: OriginTarget,
         described: Described,
+        start_npt: Option<f64>,
         store: Store,
         settings: HubSettings,
         on_close: Box<dyn FnOnce() + Send>,
@@ -131,10 +138,15 @@ impl Hub {
         let (players, players_rx) = watch::channel(0);
         let (cmd, cmd_rx) = mpsc::channel(16);
         let live = described.range.and_then(|(_, end)| end).is_none();
+        let storable = crate::freshness::CacheControl::storable(
+            described.cache_headers.cache_control.as_deref(),
+        );
         let hub = Arc::new(Hub {
             key,
             described,
             live,
+            start_npt: start_npt.filter(|&s| s > 0.0 && !live),
+            storable,
             shared: Mutex::new(Shared {
                 tx: Some(tx),
                 ..Shared::default()
@@ -150,16 +162,27 @@ impl Hub {
         hub
     }
 
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     pub fn described(&self) -> &Described {
         &self.described
     }
 
-    /// Live presentations are shared by every player; an on-demand title is
-    /// shared only until it starts playing (a later player would otherwise
-    /// join in the middle of it).
+    /// Every player of a presentation shares its hub: live players through
+    /// the broadcast, on-demand players through the store the hub fills. An
+    /// on-demand title that may not be stored is relayed to one player per
+    /// origin session (a later player would join it mid-title).
     pub fn joinable(&self) -> bool {
-        let shared = self.lock();
-        !shared.closed && (self.live || *self.players.borrow() == 0)
+        !self.lock().closed && (self.live || self.storable || *self.players.borrow() == 0)
+    }
+
+    /// True when players get the origin's packets through the broadcast
+    /// (live, or an on-demand title the store may not keep); otherwise
+    /// they play the recording the hub fills.
+    pub fn relays_to_players(&self) -> bool {
+        self.live || !self.storable
     }
 
     /// True unless the origin announced a finite range (an on-demand title).
@@ -176,25 +199,49 @@ impl Hub {
     /// of a title receives it from its first packet.
     pub async fn play(self: &Arc<Self>) -> Result<Subscription, HubError> {
         let sub = self.subscribe()?;
+        self.start().await?;
+        Ok(sub)
+    }
+
+    /// Keeps the origin session of an on-demand title running (filling the
+    /// store) while the returned guard lives; the player reads the store.
+    pub async fn hold(self: &Arc<Self>) -> Result<PlayerGuard, HubError> {
+        let guard = {
+            let shared = self.lock();
+            if shared.closed {
+                return Err(HubError::Closed);
+            }
+            self.guard()
+        };
+        self.start().await?;
+        Ok(guard)
+    }
+
+    async fn start(&self) -> Result<(), HubError> {
         let (reply, answer) = oneshot::channel();
         self.cmd
             .send(Cmd::Start(reply))
             .await
             .map_err(|_| HubError::Closed)?;
         answer.await.map_err(|_| HubError::Closed)??;
-        Ok(sub)
+        Ok(())
+    }
+
+    fn guard(self: &Arc<Self>) -> PlayerGuard {
+        self.players.send_modify(|n| *n += 1);
+        PlayerGuard(Arc::clone(self))
     }
 
     fn subscribe(self: &Arc<Self>) -> Result<Subscription, HubError> {
         let shared = self.lock();
-        if shared.closed {
-            return Err(HubError::Closed);
-        }
-        self.players.send_modify(|n| *n += 1);
+        let tx = match (&shared.tx, shared.closed) {
+            (Some(tx), false) => tx,
+            _ => return Err(HubError::Closed),
+        };
         Ok(Subscription {
             backlog: shared.gop.clone(),
-            rx: shared.tx.as_ref().ok_or(HubError::Closed)?.subscribe(),
-            _guard: PlayerGuard(Arc::clone(self)),
+            rx: tx.subscribe(),
+            _guard: self.guard(),
         })
     }
 
@@ -246,13 +293,45 @@ struct TrackClock {
     base: Option<u32>,
     /// Last timestamp extended to 64 bits, to carry across 32-bit wrap.
     last_ext: Option<i64>,
+    /// `base` came from the origin's RTP-Info and is checked against the
+    /// first packet (see [`TrackClock::npt_ns`]).
+    check_base: bool,
     /// Timestamp of the last access unit that was a random-access point.
     last_rap_ts: Option<u32>,
+    /// Video: the access unit being received, recorded once complete (its
+    /// marker packet, or the next unit's first packet, arrived). A recording
+    /// cut short thus ends on a whole frame, and a later fill splices cleanly.
+    unit: Vec<HeldPacket>,
+}
+
+/// A video packet waiting for the rest of its access unit.
+struct HeldPacket {
+    data: Bytes,
+    timestamp: u32,
+    npt_ns: u64,
+    random_access: bool,
 }
 
 impl TrackClock {
-    /// Media time in ns since `base`, for an RTP timestamp.
-    fn media_ns(&mut self, ts: u32) -> u64 {
+    /// Media time in ns of an RTP timestamp: `offset_ns` stands for
+    /// `base`. Packets may come before the base (an origin answering a
+    /// Range PLAY starts at the keyframe before the position its RTP-Info
+    /// names), so ticks are signed; the result stops at npt 0.
+    ///
+    /// An RTP-Info anchor is trusted unless the first packet comes more than
+    /// a second after it: gst-rtsp-server, for one, answers a Range PLAY of
+    /// a Matroska title with the video track's `rtptime` of the file's start;
+    /// the first packet then stands for the Range start instead.
+    fn npt_ns(&mut self, ts: u32, offset_ns: u64) -> u64 {
+        if std::mem::take(&mut self.check_base) {
+            let ahead = self
+                .base
+                .map_or(0, |base| i64::from(ts.wrapping_sub(base) as i32));
+            if ahead > i64::from(self.clock_rate) {
+                self.base = Some(ts);
+                self.last_ext = Some(i64::from(ts));
+            }
+        }
         let base = *self.base.get_or_insert(ts);
         let ext = match self.last_ext {
             // The nearest 64-bit value to the last one with these low 32 bits.
@@ -260,8 +339,9 @@ impl TrackClock {
             None => i64::from(ts),
         };
         self.last_ext = Some(ext);
-        let ticks = (ext - i64::from(base)).max(0) as u128;
-        (ticks * 1_000_000_000 / u128::from(self.clock_rate.max(1))) as u64
+        let ticks = i128::from(ext - i64::from(base));
+        let ns = (ticks * 1_000_000_000).div_euclid(i128::from(self.clock_rate.max(1)));
+        u64::try_from((i128::from(offset_ns) + ns).max(0)).unwrap_or(u64::MAX)
     }
 }
 
@@ -295,7 +375,9 @@ impl HubTask {
                 clock_rate: t.clock_rate,
                 base: None,
                 last_ext: None,
+                check_base: false,
                 last_rap_ts: None,
+                unit: Vec::new(),
             })
             .collect();
         let has_video = clocks.iter().any(|c| c.video);
@@ -376,8 +458,19 @@ impl HubTask {
 
     async fn connect(&mut self) -> Result<(), OriginError> {
         let (session, events) =
-            OriginSession::start(&self.target, &self.hub.described, None).await?;
-        if self.origin.is_none() && self.last_npt_ns > 0 {
+            OriginSession::start(&self.target, &self.hub.described, self.hub.start_npt).await?;
+        let play = session.play_info();
+        if !self.hub.live {
+            // On demand: media time is exactly where the origin said PLAY
+            // starts (it may snap a Range back to a keyframe), so that runs
+            // recorded by different fills line up to the tick.
+            self.npt_offset_ns = play.start_npt.map_or(0, secs_to_ns);
+            for (clock, rtptime) in self.clocks.iter_mut().zip(&play.rtptimes) {
+                clock.base = *rtptime;
+                clock.last_ext = rtptime.map(i64::from);
+                clock.check_base = rtptime.is_some();
+            }
+        } else if self.origin.is_none() && self.last_npt_ns > 0 {
             // A new origin session starts new RTP clocks: continue the
             // recording's media time from where the last one stopped.
             self.npt_offset_ns = self.last_npt_ns;
@@ -412,6 +505,10 @@ impl HubTask {
     }
 
     fn open_writer(&mut self) {
+        if !self.hub.storable {
+            info!(key = %self.hub.key, "origin forbids storing this title (private or no-store): relaying only");
+            return;
+        }
         let described = &self.hub.described;
         if self.hub.live {
             // A live recording is of one origin session; an older one of the
@@ -448,7 +545,12 @@ impl HubTask {
             validated_at_unix_ms: crate::freshness::unix_ms(std::time::SystemTime::now()),
         };
         match self.store.open_writer(&self.hub.key, meta) {
-            Ok(writer) => self.writer = Some(writer),
+            Ok(writer) => {
+                // Each recording run starts a new stretch of the title: a
+                // player crossing into it must splice, not continue.
+                self.discontinuity = true;
+                self.writer = Some(writer);
+            }
             Err(e) => warn!(key = %self.hub.key, error = %e, "not recording this presentation"),
         }
     }
@@ -463,7 +565,7 @@ impl HubTask {
             let Ok(rtp) = RtpView::parse(&data) else {
                 return; // not RTP: nothing a player could use either
             };
-            npt_ns = self.npt_offset_ns + clock.media_ns(rtp.timestamp());
+            npt_ns = clock.npt_ns(rtp.timestamp(), self.npt_offset_ns);
             let random_access = if clock.video {
                 // Parameter sets travel in packets of their own just before
                 // a keyframe, with its timestamp (encoders and cameras send
@@ -485,7 +587,26 @@ impl HubTask {
                 clock.last_rap_ts = Some(rtp.timestamp());
             }
             self.last_npt_ns = self.last_npt_ns.max(npt_ns);
-            self.record(track, rtcp, &data, npt_ns, first_of_unit);
+            if clock.video {
+                let timestamp = rtp.timestamp();
+                let marker = rtp.marker();
+                if clock.unit.last().is_some_and(|p| p.timestamp != timestamp) {
+                    self.record_unit(track);
+                }
+                if let Some(clock) = self.clocks.get_mut(track) {
+                    clock.unit.push(HeldPacket {
+                        data: data.clone(),
+                        timestamp,
+                        npt_ns,
+                        random_access: first_of_unit,
+                    });
+                }
+                if marker {
+                    self.record_unit(track);
+                }
+            } else {
+                self.record(track, rtcp, &data, npt_ns, first_of_unit);
+            }
         } else {
             self.record(track, rtcp, &data, npt_ns, false);
         }
@@ -494,6 +615,17 @@ impl HubTask {
             random_access_ts,
             self.settings.gop_max_bytes,
         );
+    }
+
+    /// Records the held access unit of a video track.
+    fn record_unit(&mut self, track: usize) {
+        let unit = match self.clocks.get_mut(track) {
+            Some(clock) => std::mem::take(&mut clock.unit),
+            None => return,
+        };
+        for p in unit {
+            self.record(track, false, &p.data, p.npt_ns, p.random_access);
+        }
     }
 
     fn record(&mut self, track: usize, rtcp: bool, data: &[u8], npt_ns: u64, random_access: bool) {
@@ -526,23 +658,35 @@ impl HubTask {
         }
     }
 
+    /// True if earlier runs hold the title from its start up to `npt_ns`.
+    fn held_before(&self, npt_ns: u64) -> bool {
+        const SLACK_NS: u64 = 500_000_000;
+        let Ok(Some(meta)) = self.store.metadata(&self.hub.key) else {
+            return false;
+        };
+        let start = meta.range.map_or(0, |r| r.start_ns);
+        meta.spans
+            .iter()
+            .any(|s| s.start_ns <= start + SLACK_NS && s.end_ns + SLACK_NS >= npt_ns)
+    }
+
     async fn shut_down(mut self) {
         self.hub.close();
         if let Some((session, _)) = self.origin.take() {
             session.teardown().await;
         }
         if let Some(writer) = self.writer.take() {
-            // Complete only when an on-demand title was recorded from its
-            // start to the origin's own end, without a failure in between.
-            let complete = !self.hub.live && !self.failed && self.npt_offset_ns == 0 && {
-                let end = self
-                    .hub
-                    .described
-                    .range
-                    .and_then(|(_, e)| e)
-                    .map(secs_to_ns);
-                end.is_some_and(|end| self.last_npt_ns + 1_000_000_000 >= end)
-            };
+            // Complete only when an on-demand title was recorded to the
+            // origin's own end without a failure, and everything before this
+            // run's start is held too (from an earlier run).
+            let range = self.hub.described.range;
+            let reached_end = range
+                .and_then(|(_, end)| end)
+                .is_some_and(|end| self.last_npt_ns + 1_000_000_000 >= secs_to_ns(end));
+            let complete = !self.hub.live
+                && !self.failed
+                && reached_end
+                && (self.npt_offset_ns == 0 || self.held_before(self.npt_offset_ns));
             let state = if complete {
                 PresentationState::Complete
             } else {
@@ -588,24 +732,48 @@ mod tests {
             clock_rate: rate,
             base: None,
             last_ext: None,
+            check_base: false,
             last_rap_ts: None,
+            unit: Vec::new(),
         }
     }
 
     #[test]
     fn media_time_counts_from_first_timestamp() {
         let mut c = clock(90_000);
-        assert_eq!(c.media_ns(1000), 0);
-        assert_eq!(c.media_ns(1000 + 90_000), 1_000_000_000);
-        assert_eq!(c.media_ns(1000 + 45_000), 500_000_000);
+        assert_eq!(c.npt_ns(1000, 0), 0);
+        assert_eq!(c.npt_ns(1000 + 90_000, 0), 1_000_000_000);
+        assert_eq!(c.npt_ns(1000 + 45_000, 0), 500_000_000);
+    }
+
+    #[test]
+    fn packets_before_the_base_come_before_the_offset() {
+        let mut c = clock(90_000);
+        c.base = Some(9_000);
+        c.last_ext = Some(9_000);
+        // 0.1 s before the position RTP-Info named (10.1 s): 10.0 s.
+        assert_eq!(c.npt_ns(0, 10_100_000_000), 10_000_000_000);
+        assert_eq!(c.npt_ns(9_000, 10_100_000_000), 10_100_000_000);
+        assert_eq!(c.npt_ns(0, 50_000_000), 0, "never before npt 0");
+    }
+
+    #[test]
+    fn an_rtp_info_anchor_far_before_the_first_packet_is_not_trusted() {
+        let mut c = clock(90_000);
+        c.base = Some(1_000);
+        c.last_ext = Some(1_000);
+        c.check_base = true;
+        // The first packet is 10 s after the anchor: it is the Range start.
+        assert_eq!(c.npt_ns(901_000, 10_021_000_000), 10_021_000_000);
+        assert_eq!(c.npt_ns(904_600, 10_021_000_000), 10_061_000_000);
     }
 
     #[test]
     fn media_time_survives_timestamp_wrap() {
         let mut c = clock(90_000);
         let start = u32::MAX - 44_999;
-        assert_eq!(c.media_ns(start), 0);
-        assert_eq!(c.media_ns(start.wrapping_add(90_000)), 1_000_000_000);
-        assert_eq!(c.media_ns(start.wrapping_add(180_000)), 2_000_000_000);
+        assert_eq!(c.npt_ns(start, 0), 0);
+        assert_eq!(c.npt_ns(start.wrapping_add(90_000), 0), 1_000_000_000);
+        assert_eq!(c.npt_ns(start.wrapping_add(180_000), 0), 2_000_000_000);
     }
 }

@@ -219,6 +219,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// Total npt held: the union of the spans (runs of a partial fill overlap).
+fn held_ns(spans: &[streamcache_cache::NptSpan]) -> u64 {
+    let mut spans: Vec<(u64, u64)> = spans.iter().map(|s| (s.start_ns, s.end_ns)).collect();
+    spans.sort_unstable();
+    let (mut total, mut reach) = (0u64, 0u64);
+    for (start, end) in spans {
+        let start = start.max(reach);
+        if end > start {
+            total += end - start;
+            reach = end;
+        }
+    }
+    total
+}
+
 fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
     // Purging changes the store: only possible while the daemon is stopped.
     let read_only = !matches!(action, CacheAction::Purge { .. });
@@ -227,11 +242,7 @@ fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
         CacheAction::Ls => {
             println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");
             for entry in store.list() {
-                let held: u64 = entry
-                    .spans
-                    .iter()
-                    .map(|s| s.end_ns.saturating_sub(s.start_ns))
-                    .sum();
+                let held = held_ns(&entry.spans);
                 println!(
                     "{:<10} {:>12} {:>9.1}s  {}",
                     format!("{:?}", entry.state).to_lowercase(),

@@ -88,7 +88,7 @@ use url::Url;
 
 pub use backoff::Backoff;
 pub use error::OriginError;
-pub use revalidate::{revalidate, Revalidation, Stored};
+pub use revalidate::{revalidate, same_sdp, Revalidation, Stored};
 pub use session::OriginSession;
 
 use conn::{Connection, Req};

@@ -101,12 +101,14 @@ fn unchanged(stored: Stored<'_>, new: &Described) -> bool {
     }
 }
 
-/// SDP equality up to the `o=` line's session id.
-fn same_sdp(a: &str, b: &str) -> bool {
+/// SDP equality up to what names the sending session rather than the
+/// content: the `o=` line's session id and `a=ssrc:` source attributes
+/// (RFC 5576), which gst-rtsp-server draws anew for every on-demand pipeline.
+pub fn same_sdp(a: &str, b: &str) -> bool {
     fn lines(sdp: &str) -> impl Iterator<Item = String> + '_ {
         sdp.lines()
             .map(str::trim_end)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with("a=ssrc:"))
             .map(|l| {
                 match l.strip_prefix("o=") {
                     // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>
@@ -129,7 +131,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sdp_equality_ignores_only_the_session_id() {
+    fn sdp_equality_ignores_only_what_names_the_session() {
         let a = "v=0\r\no=- 111 1 IN IP4 1.2.3.4\r\ns=x\r\nm=video 0 RTP/AVP 96\r\n";
         let b = "v=0\r\no=- 222 1 IN IP4 1.2.3.4\r\ns=x\r\nm=video 0 RTP/AVP 96\r\n";
         let newer = "v=0\r\no=- 222 2 IN IP4 1.2.3.4\r\ns=x\r\nm=video 0 RTP/AVP 96\r\n";
@@ -138,6 +140,8 @@ mod tests {
         assert!(same_sdp(a, &a.replace("\r\n", "\n")));
         assert!(!same_sdp(a, newer));
         assert!(!same_sdp(a, other));
+        let with_ssrc = |ssrc: &str| format!("{a}a=ssrc:{ssrc} cname:user@host\r\n");
+        assert!(same_sdp(&with_ssrc("1"), &with_ssrc("2")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use streamcache_rtsp::framing::{encode_interleaved, Frame};
-use streamcache_rtsp::range::{NptRange, NptStart, SessionHeader};
+use streamcache_rtsp::range::{parse_rtp_info, NptRange, NptStart, SessionHeader};
 use streamcache_rtsp::rtp::{build_receiver_report, parse_rtcp, ReportBlock, RtpHeader};
 use streamcache_rtsp::rtsp_types::{headers, Method, Response};
 use streamcache_rtsp::transport::{LowerTransport, TransportSpec};
@@ -44,6 +44,54 @@ const CNAME: &str = "streamcache";
 pub struct OriginSession {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    play: PlayInfo,
+}
+
+/// What the origin's PLAY response said about where media starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlayInfo {
+    /// Start of the `Range` the origin answered (it may snap a requested
+    /// start back to a keyframe).
+    pub start_npt: Option<f64>,
+    /// Per track (index into [`Described::tracks`]): the RTP timestamp that
+    /// stands for `start_npt`, from `RTP-Info`.
+    pub rtptimes: Vec<Option<u32>>,
+}
+
+impl PlayInfo {
+    fn from_response(resp: &Response<Vec<u8>>, d: &Described, aggregate: &Url) -> PlayInfo {
+        let start_npt = resp
+            .header(&headers::RANGE)
+            .and_then(|v| NptRange::parse(v.as_str()).ok())
+            .and_then(|r| match r.start {
+                NptStart::At(secs) => Some(secs),
+                NptStart::Now => None,
+            });
+        let infos = resp
+            .header(&headers::RTP_INFO)
+            .and_then(|v| parse_rtp_info(v.as_str()).ok())
+            .unwrap_or_default();
+        let rtptimes = d
+            .tracks
+            .iter()
+            .map(|track| {
+                infos
+                    .iter()
+                    .find(|info| {
+                        // RTP-Info URLs may be absolute or relative to the aggregate.
+                        aggregate.join(&info.url).is_ok_and(|u| {
+                            u.path().trim_end_matches('/')
+                                == track.control_url.path().trim_end_matches('/')
+                        })
+                    })
+                    .and_then(|info| info.rtptime)
+            })
+            .collect();
+        PlayInfo {
+            start_npt,
+            rtptimes,
+        }
+    }
 }
 
 impl OriginSession {
@@ -81,10 +129,12 @@ impl OriginSession {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (first_tx, first_rx) = oneshot::channel();
         let udp = lower == LowerTransport::Udp;
+        let play = running.play.clone();
         let task = tokio::spawn(running.run(stop_rx, udp.then_some(first_tx)));
         let session = OriginSession {
             stop: Some(stop_tx),
             task,
+            play,
         };
         if !udp {
             return Ok(session);
@@ -104,6 +154,11 @@ impl OriginSession {
                 })
             }
         }
+    }
+
+    /// Where the origin said media starts.
+    pub fn play_info(&self) -> &PlayInfo {
+        &self.play
     }
 
     /// Sends TEARDOWN to the origin and waits for the session task to end.
@@ -159,6 +214,7 @@ struct Running {
     events: mpsc::Sender<OriginEvent>,
     /// Interleaved frames that arrived with the PLAY response.
     early: Vec<(u8, Vec<u8>)>,
+    play: PlayInfo,
     keepalive: Method,
     keepalive_every: Duration,
     pending_keepalive: Option<u32>,
@@ -279,6 +335,7 @@ impl Running {
         }
         let mut early = Vec::new();
         let resp = conn.request(&play, |ch, p| early.push((ch, p))).await?;
+        let play_info = PlayInfo::from_response(&resp, d, &aggregate);
         conn.expect_success(&play.method, resp)?;
         let timeout_secs = session_timeout.unwrap_or(SessionHeader::DEFAULT_TIMEOUT);
         info!(
@@ -297,6 +354,7 @@ impl Running {
             udp,
             events,
             early,
+            play: play_info,
             keepalive,
             keepalive_every: Duration::from_secs(u64::from(timeout_secs / 2).max(1)),
             pending_keepalive: None,

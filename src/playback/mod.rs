@@ -111,7 +111,26 @@ pub struct Playback<S: Sink> {
     next_report: Instant,
     /// Everything was sent: when the BYE goes.
     bye_at: Option<Instant>,
+    /// Per track, the last packet sent (npt, bytes), to splice runs.
+    last_sent: BTreeMap<usize, (u64, Bytes)>,
+    /// Per track, while crossing into a recording run that overlaps what was
+    /// already sent: the packet to find again in the new run.
+    splice: BTreeMap<usize, (u64, Bytes)>,
+    /// Per track, what to add to the npt of the current run's records to
+    /// continue the previous run's timeline.
+    shift_ns: BTreeMap<usize, i128>,
 }
+
+/// Splicing recording runs. An interrupted recording and the fill that
+/// completed it both hold the packets around the point where they meet (the
+/// origin starts a Range PLAY at the keyframe before it). The origin sends
+/// the same bytes both times, but may anchor npt differently on each PLAY,
+/// so runs are joined by content: in the new run, each track skips up to the
+/// packet whose payload equals the last one sent, and its later packets are
+/// shifted by the npt difference found there. A match is looked for within
+/// this distance of the last packet's npt; a new run that shows none within
+/// it did not overlap, and plays as it is.
+const SPLICE_WINDOW_NS: u64 = 500_000_000;
 
 impl<S: Sink> Playback<S> {
     /// `tracks`: the set-up tracks with their clock rates.
@@ -131,6 +150,9 @@ impl<S: Sink> Playback<S> {
             position_ns: 0,
             next_report: Instant::now(),
             bye_at: None,
+            last_sent: BTreeMap::new(),
+            splice: BTreeMap::new(),
+            shift_ns: BTreeMap::new(),
         }
     }
 
@@ -184,6 +206,8 @@ impl<S: Sink> Playback<S> {
             }
             self.pending = None;
             self.position_ns = from;
+            self.splice.clear();
+            self.shift_ns.clear();
         }
         self.until = until;
         // The first record decides where time starts: the keyframe before a
@@ -243,6 +267,12 @@ impl<S: Sink> Playback<S> {
                     warn!(error = %e, "corrupt record skipped in playback");
                 }
                 Some(Ok(record)) => {
+                    if record.flags.discontinuity {
+                        // Crossing into another recording run (whatever
+                        // its first record is).
+                        self.splice = self.last_sent.clone();
+                        self.shift_ns.clear();
+                    }
                     let track = usize::from(record.track);
                     if !self.tracks.contains_key(&track) {
                         continue; // a track this player did not set up
@@ -250,10 +280,30 @@ impl<S: Sink> Playback<S> {
                     if record.kind == RecordKind::Rtcp {
                         continue; // the origin's reports: we send our own
                     }
+                    let mut npt_ns = record.media_time_ns;
+                    if let Some((sent_npt, sent)) = self.splice.get(&track) {
+                        if npt_ns <= sent_npt + SPLICE_WINDOW_NS {
+                            // RTP headers differ between runs; payloads do
+                            // not. Far earlier look-alikes (a repeating audio
+                            // frame) are not the place.
+                            if npt_ns.abs_diff(*sent_npt) <= SPLICE_WINDOW_NS
+                                && record.payload.get(12..) == sent.get(12..)
+                            {
+                                let shift = i128::from(*sent_npt) - i128::from(npt_ns);
+                                self.shift_ns.insert(track, shift);
+                                self.splice.remove(&track);
+                            }
+                            continue; // the player has it already
+                        }
+                        self.splice.remove(&track);
+                    }
+                    if let Some(shift) = self.shift_ns.get(&track) {
+                        npt_ns = u64::try_from((i128::from(npt_ns) + shift).max(0)).unwrap_or(0);
+                    }
                     self.pending = Some(Pending {
                         track,
                         rtcp: false,
-                        npt_ns: record.media_time_ns,
+                        npt_ns,
                         data: record.payload.to_vec(),
                     });
                 }
@@ -289,7 +339,9 @@ impl<S: Sink> Playback<S> {
             };
             if let Some(numbering) = self.tracks.get_mut(&p.track) {
                 if numbering.rewrite(&mut p.data, p.npt_ns) {
-                    self.sink.push(p.track, p.rtcp, Bytes::from(p.data));
+                    let packet = Bytes::from(p.data);
+                    self.last_sent.insert(p.track, (p.npt_ns, packet.clone()));
+                    self.sink.push(p.track, p.rtcp, packet);
                     sent += 1;
                 }
             }

@@ -4,23 +4,28 @@
 //! Each playing session has one forwarder task. It sends the hub's GOP backlog
 //! first, then whatever the hub broadcasts. Over TCP every packet already
 //! waiting is framed into one buffer and handed to the connection's writer as a
-//! single write. A forwarder that falls behind the hub's broadcast capacity
+//! single write; UDP datagrams already waiting leave in one `sendmmsg` per
+//! socket. A forwarder that falls behind the hub's broadcast capacity
 //! ends its session (the player is too slow); when the hub ends, the player
 //! gets an RTCP BYE for each track and, over TCP, the connection is closed.
 
 use std::collections::BTreeMap;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use streamcache_rtsp::rtp;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, warn};
 
 use super::session::{PlayerSession, Sessions};
-use crate::hub::{HubPacket, Subscription};
+use crate::hub::{HubPacket, PlayerGuard, Subscription};
 use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
 
 /// What a connection's writer task is asked to do.
@@ -109,12 +114,14 @@ pub async fn forward(
 }
 
 /// Runs a store playback toward one player until the session ends or the
-/// player is gone.
+/// player is gone. `_hold` keeps the origin fill of the title running
+/// meanwhile (when the store does not hold it all yet).
 pub async fn play_from_store(
     session: Arc<PlayerSession>,
     sessions: Arc<Sessions>,
     playback: Playback<PlayerSink>,
     control: mpsc::Receiver<Control>,
+    _hold: Option<PlayerGuard>,
 ) {
     if playback.run(control).await == Ended::SinkClosed {
         sessions.end(&session.id, "player gone or too slow");
@@ -153,6 +160,9 @@ impl Sink for PlayerSink {
     }
 }
 
+/// A UDP datagram and where it goes.
+type Datagram = (SocketAddr, Bytes);
+
 enum End {
     TooSlow(u64),
     PresentationEnded,
@@ -165,8 +175,9 @@ struct Sender {
     /// Interleaved frames waiting for the next flush.
     batch: BytesMut,
     out: Option<mpsc::Sender<Outgoing>>,
-    /// UDP datagrams waiting for the next flush.
-    datagrams: Vec<(Arc<UdpSocket>, SocketAddr, Bytes)>,
+    /// UDP datagrams waiting for the next flush, per socket (a session has
+    /// at most an RTP and an RTCP socket), in the order they were queued.
+    datagrams: Vec<(Arc<UdpSocket>, Vec<Datagram>)>,
     /// Last SSRC seen per track, for the BYE.
     ssrcs: BTreeMap<usize, u32>,
 }
@@ -220,7 +231,16 @@ impl Sender {
                 } else {
                     (rtp_socket, rtp_dest)
                 };
-                self.datagrams.push((Arc::clone(socket), *dest, data));
+                match self
+                    .datagrams
+                    .iter_mut()
+                    .find(|(s, _)| Arc::ptr_eq(s, socket))
+                {
+                    Some((_, queued)) => queued.push((*dest, data)),
+                    None => self
+                        .datagrams
+                        .push((Arc::clone(socket), vec![(*dest, data)])),
+                }
             }
             None => {} // a track the player did not set up
         }
@@ -242,13 +262,9 @@ impl Sender {
     /// connection's queue is full, the player is too slow.
     async fn flush(&mut self, session: &PlayerSession) -> Result<(), End> {
         let mut sent = 0u64;
-        for (socket, dest, data) in self.datagrams.drain(..) {
-            // A lost datagram is UDP's nature; an unreachable player shows up
-            // as silence and its session times out.
-            match socket.send_to(&data, dest).await {
-                Ok(n) => sent += n as u64,
-                Err(e) => debug!(%dest, error = %e, "udp send failed"),
-            }
+        for (socket, queued) in &mut self.datagrams {
+            sent += send_datagrams(socket, queued).await;
+            queued.clear();
         }
         if !self.batch.is_empty() {
             let batch = self.batch.split().freeze();
@@ -267,6 +283,120 @@ impl Sender {
     async fn close(&self) {
         if let Some(out) = &self.out {
             let _ = out.send(Outgoing::Close).await;
+        }
+    }
+}
+
+/// Sends datagrams, each to its own destination, in as few `sendmmsg` calls
+/// as the socket allows: one system call per batch instead of one per
+/// packet, which is most of the cost of UDP delivery. Returns the bytes sent.
+///
+/// A datagram the kernel refuses (e.g. ECONNREFUSED left by an ICMP error)
+/// is skipped and the rest still go: a lost datagram is UDP's nature, and an
+/// unreachable player shows up as silence and its session times out.
+async fn send_datagrams(socket: &UdpSocket, datagrams: &[Datagram]) -> u64 {
+    let mut rest = datagrams;
+    let mut sent = 0u64;
+    while !rest.is_empty() {
+        // The socket is non-blocking: `try_io` clears its readiness on
+        // WouldBlock, so that `writable()` waits for room.
+        match socket.try_io(Interest::WRITABLE, || sendmmsg_once(socket, rest)) {
+            Ok(n) => {
+                // sendmmsg may send fewer than asked (a full buffer, an
+                // error after the first): go on with the rest.
+                sent += rest[..n].iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                rest = &rest[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    debug!(error = %e, dropped = rest.len(), "udp socket unusable");
+                    break;
+                }
+            }
+            Err(e) => {
+                // The first datagram of `rest` failed on its own.
+                debug!(dest = %rest[0].0, error = %e, "udp send failed");
+                rest = &rest[1..];
+            }
+        }
+    }
+    sent
+}
+
+/// One `sendmmsg` of `datagrams` (non-empty): how many went.
+fn sendmmsg_once(socket: &UdpSocket, datagrams: &[Datagram]) -> io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = datagrams
+        .iter()
+        .map(|&(dest, _)| Some(SockaddrStorage::from(dest)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(datagrams.len(), None);
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
+    let results = sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &iovs,
+        &addrs,
+        no_cmsgs,
+        MsgFlags::empty(),
+    )?;
+    // The results iterate over the messages sent; nix has no length for it.
+    Ok(results.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_reaches_every_destination_in_order() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // Destinations interleaved, every datagram of its own size.
+        let n = 200;
+        let batch: Vec<Datagram> = (0..n)
+            .map(|i: u32| {
+                let dest = if i.is_multiple_of(3) { to_b } else { to_a };
+                (dest, Bytes::from(format!("datagram {i}")))
+            })
+            .collect();
+        let total: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
+        assert_eq!(send_datagrams(&tx, &batch).await, total);
+
+        for (socket, dest) in [(&a, to_a), (&b, to_b)] {
+            let expected: Vec<&Bytes> = batch
+                .iter()
+                .filter(|(d, _)| *d == dest)
+                .map(|(_, data)| data)
+                .collect();
+            let mut buf = [0u8; 64];
+            for want in expected {
+                let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+                assert_eq!(from, tx.local_addr().unwrap());
+                assert_eq!(&buf[..len], &want[..]);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_datagram_does_not_stop_the_batch() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        // An IPv6 destination on an IPv4 socket fails on its own.
+        let bad: SocketAddr = "[::1]:9".parse().unwrap();
+        let batch = vec![
+            (to, Bytes::from_static(b"one")),
+            (bad, Bytes::from_static(b"lost")),
+            (to, Bytes::from_static(b"two")),
+        ];
+        assert_eq!(send_datagrams(&tx, &batch).await, 6);
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let (len, _) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..len], want);
         }
     }
 }

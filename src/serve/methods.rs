@@ -23,7 +23,7 @@ use super::delivery::{self, PlayerSink, TrackDelivery};
 use super::session::{PlayerSession, Source};
 use super::Server;
 use crate::catalog::{CachedTitle, Lookup};
-use crate::hub::{Hub, HubPacket, Subscription};
+use crate::hub::{Hub, HubError, HubPacket, PlayerGuard, Subscription};
 use crate::mounts::{track_suffix, Resolved};
 use crate::playback::{Control, Playback};
 
@@ -422,8 +422,11 @@ async fn play(
         .map(|u| u.as_str().trim_end_matches('/').to_owned())
         .unwrap_or_default();
     match session.source.clone() {
-        Source::Hub(hub) => play_live(server, &session, &hub, &base).await,
-        Source::Cache(title) => play_cached(server, request, &session, &title, &base).await,
+        Source::Hub(hub) if hub.relays_to_players() => {
+            play_live(server, &session, &hub, &base).await
+        }
+        Source::Hub(hub) => play_filling(server, request, &session, &hub, &base).await,
+        Source::Cache(title) => play_cached(server, request, &session, &title, &base, None).await,
     }
 }
 
@@ -466,12 +469,54 @@ async fn play_live(
 }
 
 /// PLAY of a stored title: seek (for a Range), then paced playback.
+/// PLAY of an on-demand title the store does not hold completely: the hub
+/// fills the store from the origin (one fetch however many players) and the
+/// player is served from the store, following the recording as it grows.
+async fn play_filling(
+    server: &Arc<Server>,
+    request: &Request<Vec<u8>>,
+    session: &Arc<PlayerSession>,
+    hub: &Arc<Hub>,
+    base: &str,
+) -> (Reply, Option<After>) {
+    let hold = if session.playback().is_some() {
+        None // already playing: the playback task holds the fill
+    } else {
+        match hub.hold().await {
+            Ok(guard) => Some(guard),
+            // The fill is over: the store has all it will get.
+            Err(HubError::Closed) => None,
+            Err(e) => {
+                warn!(session = %session.id, error = %e, "PLAY failed at the origin");
+                return (Reply::status(e.rtsp_status()), None);
+            }
+        }
+    };
+    let store = server.catalog.store();
+    let metadata = match store.metadata(hub.key()) {
+        Ok(Some(metadata)) => metadata,
+        Ok(None) => return (Reply::status(503), None),
+        Err(e) => {
+            warn!(key = hub.key(), error = %e, "recording unreadable");
+            return (Reply::status(500), None);
+        }
+    };
+    let title = CachedTitle {
+        store: store.clone(),
+        metadata,
+    };
+    play_cached(server, request, session, &title, base, hold).await
+}
+
+/// PLAY of a stored title: seek (for a Range), then paced playback. `hold`
+/// keeps a running fill alive for as long as the playback runs.
 async fn play_cached(
     server: &Arc<Server>,
     request: &Request<Vec<u8>>,
     session: &Arc<PlayerSession>,
     title: &CachedTitle,
     base: &str,
+    hold: Option<PlayerGuard>,
 ) -> (Reply, Option<After>) {
     let (from, until) = match request
         .header(&headers::RANGE)
@@ -493,7 +538,7 @@ async fn play_cached(
     }
     let control = match session.playback() {
         Some(control) => control,
-        None => match start_playback(server, session, title) {
+        None => match start_playback(server, session, title, hold) {
             Ok(control) => control,
             Err(reply) => return (reply, None),
         },
@@ -546,6 +591,7 @@ fn start_playback(
     server: &Arc<Server>,
     session: &Arc<PlayerSession>,
     title: &CachedTitle,
+    hold: Option<PlayerGuard>,
 ) -> Result<mpsc::Sender<Control>, Reply> {
     let reader = match title.store.open_reader(&title.metadata.key) {
         Ok(Some(reader)) => reader,
@@ -569,6 +615,7 @@ fn start_playback(
         Arc::clone(&server.sessions),
         playback,
         control_rx,
+        hold,
     ));
     session.set_playback(control.clone(), task);
     Ok(control)
