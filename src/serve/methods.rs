@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
+use streamcache_cache::PresentationState;
 use streamcache_rtsp::range::{NptRange, NptStart};
 use streamcache_rtsp::sdp::Sdp;
 use streamcache_rtsp::transport::{self, LowerTransport, TransportSpec};
@@ -578,7 +579,11 @@ async fn play_cached(
         })
         .collect::<Vec<_>>()
         .join(",");
-    info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing from the cache");
+    if title.metadata.state == PresentationState::Complete {
+        info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing from the cache");
+    } else {
+        info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing the recording while the origin fills it");
+    }
     let reply = Reply::ok()
         .header(headers::SESSION, session_header(server, session))
         .header(headers::RANGE, range.to_string())
