@@ -1358,3 +1358,13 @@ impl<'a> Rtp<'a> {
         matches!(self.h264_nal_type(), Some(5 | 7 | 8))
     }
 }
+
+impl Proxy {
+    /// Waits until a log line contains any of `needles`; returns whether one
+    /// did.
+    pub fn wait_log_any(&self, needles: &[&str], limit: Duration) -> bool {
+        self.lines.wait_until(limit, |lines| {
+            lines.iter().any(|l| needles.iter().any(|n| l.contains(n)))
+        })
+    }
+}
