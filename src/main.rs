@@ -10,6 +10,7 @@ mod config;
 mod freshness;
 mod hub;
 mod mounts;
+mod notify;
 mod origin;
 mod playback;
 mod serve;
@@ -188,6 +189,12 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
         .context("rtsp.listen is not an address")?;
     let listener = serve::bind(listen).await?;
     let local = listener.local_addr().context("listener has no address")?;
+    // The listener is bound: tell systemd (Type=notify) we are ready.
+    match notify::ready() {
+        Ok(true) => info!(%local, "readiness sent to systemd"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot notify systemd of readiness"),
+    }
     let limits = Limits {
         max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
         max_headers: config.rtsp.max_headers,
