@@ -13,6 +13,7 @@
 //! its verified prefix, as a live segment.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Read as _;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -142,12 +143,25 @@ fn load_segment(
             "file ends inside the 64-byte segment header",
         ));
     }
-    // SAFETY: in repair mode the store holds the directory lock, so nothing
-    // else writes the file. Read-only, another process may be appending past
-    // the verified prefix, which only ever reads bytes it has written.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
-    let (header, inspected) = format::inspect_segment(path, &map)?;
-    drop(map);
+    let (header, inspected) = match mode {
+        Mode::Repair => {
+            // SAFETY: in repair mode the store holds the directory lock, so
+            // nothing else writes or trims the file.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
+            format::inspect_segment(path, &map)?
+        }
+        Mode::ReadOnly => {
+            // The daemon may seal this segment meanwhile, trimming the file
+            // to its used length: a mapping of the preallocated size would
+            // then fault (SIGBUS) past the new end. A read can only come up
+            // short, which the scan treats like a torn tail.
+            let mut bytes = Vec::new();
+            (&file)
+                .read_to_end(&mut bytes)
+                .map_err(|e| CacheError::io(path, e))?;
+            format::inspect_segment(path, &bytes)?
+        }
+    };
     let (summary, sealed) = match inspected {
         Inspected::Sealed(trailer) => (trailer, true),
         Inspected::Unsealed(scan) => {
