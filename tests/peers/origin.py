@@ -309,6 +309,11 @@ class Origin:
             )
         log(f"READY port={self.server.get_bound_port()}")
         loop.run()
+        # gst-rtsp-server can wedge while tearing sessions down (TESTING.md):
+        # whatever happens below, the process is gone a few seconds from now.
+        watchdog = threading.Timer(5.0, lambda: os._exit(0))
+        watchdog.daemon = True
+        watchdog.start()
         # Close every client connection (this tears their sessions down) before
         # exiting, so players see the connection end rather than a hang.
         self.server.client_filter(lambda _s, _c: GstRtspServer.RTSPFilterResult.REMOVE)
