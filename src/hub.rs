@@ -29,12 +29,13 @@ use streamcache_cache::{
 };
 use streamcache_rtsp::rtp::{self, Codec, RtpView};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::origin::{
     Backoff, Described, EndReason, OriginError, OriginEvent, OriginSession, OriginTarget,
 };
+use crate::timing::{secs_to_ns, sleep_until_opt};
 
 /// A packet as the hub fans it out. Cloning is cheap (`Bytes`).
 #[derive(Debug, Clone)]
@@ -708,17 +709,6 @@ async fn next_event(
         }),
         None => std::future::pending().await,
     }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn secs_to_ns(secs: f64) -> u64 {
-    (secs.max(0.0) * 1e9) as u64
 }
 
 #[cfg(test)]

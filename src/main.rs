@@ -14,6 +14,7 @@ mod notify;
 mod origin;
 mod playback;
 mod serve;
+mod timing;
 mod udp_pair;
 
 use std::path::{Path, PathBuf};

@@ -15,39 +15,28 @@ fn vod_origin() -> Origin {
     Origin::start(OriginOpts::new().media(test_media(VOD_SECS)))
 }
 
-#[test]
-fn live_decodes_over_tcp() {
+/// Pulls 3 s of `/live` over `transport` and returns the Transport of the
+/// first SETUP the origin logged.
+fn live_decodes_over(transport: &str) -> String {
     let origin = Origin::start(OriginOpts::new());
-    let frames = ffprobe_count_frames(&origin.url("/live"), "tcp", Some(3));
+    let frames = ffprobe_count_frames(&origin.url("/live"), transport, Some(3));
     // 3 s at 25 fps; the start-up may cost a few frames.
     assert!(frames.video >= 2 * FRAME_RATE, "{frames:?}");
     assert!(frames.audio > 0, "{frames:?}");
     let setup = &origin.requests("SETUP")[0];
-    assert!(
-        setup
-            .transport
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("RTP/AVP/TCP"),
-        "{setup:?}"
-    );
+    setup.transport.clone().unwrap_or_default()
+}
+
+#[test]
+fn live_decodes_over_tcp() {
+    let setup = live_decodes_over("tcp");
+    assert!(setup.starts_with("RTP/AVP/TCP"), "{setup:?}");
 }
 
 #[test]
 fn live_decodes_over_udp() {
-    let origin = Origin::start(OriginOpts::new());
-    let frames = ffprobe_count_frames(&origin.url("/live"), "udp", Some(3));
-    assert!(frames.video >= 2 * FRAME_RATE, "{frames:?}");
-    assert!(frames.audio > 0, "{frames:?}");
-    let setup = &origin.requests("SETUP")[0];
-    assert!(
-        setup
-            .transport
-            .as_deref()
-            .unwrap_or("")
-            .contains("client_port="),
-        "{setup:?}"
-    );
+    let setup = live_decodes_over("udp");
+    assert!(setup.contains("client_port="), "{setup:?}");
 }
 
 /// Keyframes once a second is what late-joiner tests rely on.

@@ -22,8 +22,10 @@ use bytes::Bytes;
 use streamcache_cache::{CacheError, Cursor, Reader, RecordKind};
 use streamcache_rtsp::rtp::{self, SenderReport};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tracing::warn;
+
+use crate::timing::sleep_until_opt;
 
 pub use renumber::TrackNumbering;
 pub use schedule::Schedule;
@@ -397,12 +399,5 @@ impl<S: Sink> Playback<S> {
         self.schedule.pause();
         self.bye_at = None;
         self.sink.flush().await
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

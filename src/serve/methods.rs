@@ -27,6 +27,7 @@ use crate::catalog::{CachedTitle, Lookup};
 use crate::hub::{Hub, HubError, HubPacket, PlayerGuard, Subscription};
 use crate::mounts::{track_suffix, Resolved};
 use crate::playback::{Control, Playback};
+use crate::timing::secs_to_ns;
 
 pub const SERVER: &str = concat!("streamcache/", env!("CARGO_PKG_VERSION"));
 const PUBLIC: &str =
@@ -624,10 +625,6 @@ fn start_playback(
     ));
     session.set_playback(control.clone(), task);
     Ok(control)
-}
-
-fn secs_to_ns(secs: f64) -> u64 {
-    (secs.max(0.0) * 1e9) as u64
 }
 
 /// `RTP-Info` for the tracks whose first packet the player will get is known

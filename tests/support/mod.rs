@@ -112,6 +112,11 @@ if not (Gst.ElementFactory.find("avenc_aac") or Gst.ElementFactory.find("voaacen
 // ---------------------------------------------------------------------------
 // Ports, directories, media
 
+/// `rtsp://127.0.0.1:PORT/PATH` (`path` without its leading slash is fine).
+pub fn loopback_url(port: u16, path: &str) -> String {
+    format!("rtsp://127.0.0.1:{port}/{}", path.trim_start_matches('/'))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for the proxy's RTSP
 /// listener. Chosen below Linux's ephemeral range (32768+) so that no
 /// outgoing connection of a parallel test can be holding it, and never the
@@ -462,11 +467,7 @@ impl Origin {
 
     /// `rtsp://127.0.0.1:PORT/PATH` (`path` without its leading slash is fine).
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "rtsp://127.0.0.1:{}/{}",
-            self.port,
-            path.trim_start_matches('/')
-        )
+        loopback_url(self.port, path)
     }
 
     /// [`Origin::url`] with credentials in it, percent-encoded.
@@ -718,11 +719,7 @@ impl Proxy {
 
     /// `rtsp://127.0.0.1:PORT/PATH` on the proxy.
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "rtsp://127.0.0.1:{}/{}",
-            self.port,
-            path.trim_start_matches('/')
-        )
+        loopback_url(self.port, path)
     }
 
     /// Everything the daemon wrote so far, stdout and stderr.
