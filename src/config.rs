@@ -63,6 +63,10 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub origin: OriginConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     #[serde(default, rename = "mount")]
     pub mounts: Vec<MountConfig>,
 }
@@ -140,6 +144,60 @@ impl Default for OriginConfig {
             udp_fallback_secs: 3,
             linger_secs: 10,
             reconnect_attempts: 3,
+        }
+    }
+}
+
+/// The admin HTTP API (health, metrics, presentations, sessions, reload).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server; an empty string disables it.
+    pub listen: Spanned<String>,
+    /// Bearer token every request must carry (`Authorization: Bearer …`);
+    /// none means the API is open to whoever reaches `listen`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Spanned::new(0..0, "127.0.0.1:8555".to_owned()),
+            token: None,
+        }
+    }
+}
+
+// Hand-written so that the token can never reach a log line through `{:?}`.
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", self.listen.get_ref())
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// The admin listen address, or `None` when the API is disabled (an
+    /// unparsable address is reported by [`Config::problems`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
+}
+
+/// Logging. `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `streamcache=debug,info`…
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
         }
     }
 }
@@ -312,6 +370,24 @@ impl Config {
                 "origin".into(),
                 "connect_timeout_secs and udp_fallback_secs must be > 0".into(),
             );
+        }
+        let admin_listen = self.admin.listen.get_ref();
+        if !admin_listen.is_empty() && self.admin.listen_addr().is_none() {
+            problem(
+                Some(self.admin.listen.span()),
+                "admin.listen".into(),
+                format!("`{admin_listen}` is not an address:port (e.g. \"127.0.0.1:8555\"), or \"\" to disable"),
+            );
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            problem(
+                None,
+                "admin.token".into(),
+                "must not be empty (leave the key out for no token)".into(),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problem(None, "log.level".into(), format!("`{}` is not a log filter: {e}", self.log.level));
         }
         for (i, mount) in self.mounts.iter().enumerate() {
             let path = mount.path.get_ref();

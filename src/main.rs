@@ -9,6 +9,7 @@ mod catalog;
 mod config;
 mod freshness;
 mod hub;
+mod metrics;
 mod mounts;
 mod notify;
 mod origin;
@@ -19,6 +20,7 @@ mod udp_pair;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,6 +32,7 @@ use tracing::{info, warn};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::hub::HubSettings;
+use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
 
 const DEFAULT_CONFIG: &str = "/etc/streamcache/streamcache.toml";
@@ -151,7 +154,9 @@ fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // RUST_LOG wins over the configured level; check-config validated the latter.
             tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
@@ -203,6 +208,7 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
     let server = serve::Server::new(
         catalog,
         mounts,
+        Arc::new(Metrics::new()),
         limits,
         config.rtsp.session_timeout(),
         local,

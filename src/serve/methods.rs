@@ -138,7 +138,7 @@ async fn dispatch(
 fn resolve(server: &Server, request: &Request<Vec<u8>>) -> Result<(Url, Resolved), Reply> {
     let url = request.request_uri().ok_or_else(|| Reply::status(400))?;
     let resolved = server
-        .mounts
+        .mounts()
         .resolve(url.path())
         .ok_or_else(|| Reply::status(404))?;
     Ok((url.clone(), resolved))

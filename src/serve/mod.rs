@@ -15,7 +15,7 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,13 +24,17 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::catalog::Catalog;
+use crate::metrics::Metrics;
 use crate::mounts::Mounts;
 use session::Sessions;
 
 /// What every connection task shares.
 pub struct Server {
     pub catalog: Arc<Catalog>,
-    pub mounts: Mounts,
+    /// Swapped whole by a configuration reload; a request resolves against
+    /// the table current when it arrives.
+    mounts: RwLock<Arc<Mounts>>,
+    pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
     pub limits: Limits,
     /// The address players reach us on; UDP media is sent from this IP.
@@ -42,18 +46,30 @@ impl Server {
     pub fn new(
         catalog: Arc<Catalog>,
         mounts: Mounts,
+        metrics: Arc<Metrics>,
         limits: Limits,
         session_timeout: Duration,
         local_addr: SocketAddr,
     ) -> Arc<Server> {
         Arc::new(Server {
             catalog,
-            mounts,
+            mounts: RwLock::new(Arc::new(mounts)),
+            metrics,
             sessions: Sessions::new(session_timeout),
             limits,
             local_addr,
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    /// The mount table in force.
+    pub fn mounts(&self) -> Arc<Mounts> {
+        Arc::clone(&self.mounts.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a new mount table in force (configuration reload).
+    pub fn set_mounts(&self, mounts: Mounts) {
+        *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(mounts);
     }
 
     /// Accepts players until the task is dropped.
