@@ -610,6 +610,9 @@ impl Mount {
 pub struct Proxy {
     child: Child,
     port: u16,
+    /// The admin HTTP port, when the config has `[admin] listen`.
+    admin_port: Option<u16>,
+    config_path: PathBuf,
     lines: Lines,
     /// Holds the config file.
     _dir: tempfile::TempDir,
@@ -640,8 +643,13 @@ impl Proxy {
              connect_timeout_secs = 5\n\
              udp_fallback_secs = 3\n\
              linger_secs = 2\n\
-             reconnect_attempts = 3\n",
+             reconnect_attempts = 3\n\
+             \n\
+             [admin]\n\
+             listen = {admin}\n",
             listen = q(&format!("127.0.0.1:{rtsp_port}")),
+            // Tests run in parallel: never the default admin port.
+            admin = q(&format!("127.0.0.1:{}", free_port())),
             dir = q(cache_dir.to_str().expect("cache dir path is UTF-8")),
         );
         for m in mounts {
@@ -666,6 +674,12 @@ impl Proxy {
             .as_str()
             .and_then(|s| s.parse().ok())
             .expect("config has [rtsp] listen = \"IP:PORT\"");
+        let admin_port = table
+            .get("admin")
+            .and_then(|a| a.get("listen"))
+            .and_then(|l| l.as_str())
+            .and_then(|s| s.parse::<SocketAddr>().ok())
+            .map(|a| a.port());
         let dir = temp_dir();
         let config = dir.path().join("streamcache.toml");
         std::fs::write(&config, config_toml).unwrap();
@@ -708,6 +722,8 @@ impl Proxy {
         Proxy {
             child,
             port: listen.port(),
+            admin_port,
+            config_path: config,
             lines,
             _dir: dir,
         }
@@ -715,6 +731,17 @@ impl Proxy {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin HTTP port, if the config enabled the admin API.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
+    /// The configuration file the daemon was started with (a test may rewrite
+    /// it and ask for a reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// `rtsp://127.0.0.1:PORT/PATH` on the proxy.
