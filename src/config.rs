@@ -379,7 +379,12 @@ impl Config {
                 format!("`{admin_listen}` is not an address:port (e.g. \"127.0.0.1:8555\"), or \"\" to disable"),
             );
         }
-        if self.admin.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
             problem(
                 None,
                 "admin.token".into(),
@@ -387,7 +392,11 @@ impl Config {
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problem(None, "log.level".into(), format!("`{}` is not a log filter: {e}", self.log.level));
+            problem(
+                None,
+                "log.level".into(),
+                format!("`{}` is not a log filter: {e}", self.log.level),
+            );
         }
         for (i, mount) in self.mounts.iter().enumerate() {
             let path = mount.path.get_ref();

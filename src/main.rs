@@ -5,6 +5,7 @@
 //! per key) → `hub` (one `origin` session, fan-out, recording into the
 //! `streamcache_cache` store) → `serve::delivery` (to each player).
 
+mod admin;
 mod catalog;
 mod config;
 mod freshness;
@@ -195,12 +196,10 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
         .context("rtsp.listen is not an address")?;
     let listener = serve::bind(listen).await?;
     let local = listener.local_addr().context("listener has no address")?;
-    // The listener is bound: tell systemd (Type=notify) we are ready.
-    match notify::ready() {
-        Ok(true) => info!(%local, "readiness sent to systemd"),
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "cannot notify systemd of readiness"),
-    }
+    let admin_listener = match config.admin.listen_addr() {
+        Some(addr) => Some(admin::bind(addr).await?),
+        None => None,
+    };
     let limits = Limits {
         max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
         max_headers: config.rtsp.max_headers,
@@ -213,6 +212,19 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
         config.rtsp.session_timeout(),
         local,
     );
+    if let Some(admin_listener) = admin_listener {
+        tokio::spawn(admin::run(
+            admin_listener,
+            Arc::clone(&server),
+            config.admin.token.clone(),
+        ));
+    }
+    // Every listener is bound: tell systemd (Type=notify) we are ready.
+    match notify::ready() {
+        Ok(true) => info!(%local, "readiness sent to systemd"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot notify systemd of readiness"),
+    }
     tokio::select! {
         result = server.run(listener) => result,
         _ = shutdown_signal() => {

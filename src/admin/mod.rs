@@ -1,0 +1,88 @@
+//! The admin HTTP API (hyper), for the operator and the monitoring system.
+//!
+//! - [`routes`]: what each request gets — pure functions of the request
+//!   and the daemon's state, tested without sockets;
+//! - this module: the listener, connection limits and timeouts.
+//!
+//! It listens on loopback by default (`[admin] listen`), and when a token is
+//! configured every request, `/healthz` included, must carry it.
+
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::serve::Server;
+
+pub use routes::Admin;
+
+/// Concurrent admin connections; beyond this new ones wait in the backlog.
+/// The API is for a handful of operators and scrapers, not for the public.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// And a whole exchange, body included, must end within this one.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {addr}"))
+}
+
+/// Serves the admin API until the task is dropped.
+pub async fn run(listener: TcpListener, server: Arc<Server>, token: Option<String>) {
+    let admin = Arc::new(Admin::new(server, token));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "admin API listening");
+    }
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.handle(request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "admin connection failed"),
+                Err(_) => debug!(%peer, "admin connection timed out"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// A response body.
+pub type Body = Full<Bytes>;
