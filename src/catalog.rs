@@ -296,6 +296,31 @@ impl Catalog {
         Ok(hub)
     }
 
+    /// Keys with a hub (or one being created) now.
+    pub fn hub_keys(&self) -> Vec<String> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.keys().cloned().collect()
+    }
+
+    /// Ends the hub of a key (if any) and forgets it, so that the next
+    /// player of the key gets a new one: after a purge, or when the mount
+    /// that led to it was removed or changed by a reload.
+    pub fn retire(&self, key: &str) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(slot) = slot {
+            // The slot's lock is held while a hub is being created: wait for it.
+            tokio::spawn(async move {
+                if let Some(hub) = slot.lock().await.as_ref() {
+                    hub.stop();
+                }
+            });
+        }
+    }
+
     /// Where an on-demand fill starts: after what the store already holds
     /// from the title's start (a partial fill), or at the start. A partial
     /// recording of a title that has changed since is dropped first.

@@ -105,6 +105,9 @@ struct Shared {
 
 enum Cmd {
     Start(oneshot::Sender<Result<(), OriginError>>),
+    /// End now, players or not (the operator purged the title or removed
+    /// its mount).
+    Stop,
 }
 
 /// A player attached to a hub: the backlog to send first, then the live feed.
@@ -226,6 +229,17 @@ impl Hub {
             .map_err(|_| HubError::Closed)?;
         answer.await.map_err(|_| HubError::Closed)??;
         Ok(())
+    }
+
+    /// Ends the hub without waiting for its players to leave: the origin
+    /// session closes, the recording is sealed, players see the end.
+    pub fn stop(&self) {
+        if self.cmd.try_send(Cmd::Stop).is_err() {
+            let cmd = self.cmd.clone();
+            tokio::spawn(async move {
+                let _ = cmd.send(Cmd::Stop).await;
+            });
+        }
     }
 
     fn guard(self: &Arc<Self>) -> PlayerGuard {
@@ -409,6 +423,10 @@ impl HubTask {
                     Some(Cmd::Start(reply)) => {
                         let result = self.ensure_started().await;
                         let _ = reply.send(result);
+                    }
+                    Some(Cmd::Stop) => {
+                        info!(key = %self.hub.key, "stopped by the operator: closing origin session");
+                        break;
                     }
                     None => break,
                 },

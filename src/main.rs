@@ -15,6 +15,7 @@ mod mounts;
 mod notify;
 mod origin;
 mod playback;
+mod reload;
 mod serve;
 mod timing;
 mod udp_pair;
@@ -90,7 +91,7 @@ enum CacheAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => load(&config).and_then(serve),
+        Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
         Command::Cache { config, action } => load(&config).and_then(|c| cache(&c, action)),
     };
@@ -152,7 +153,10 @@ fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn serve(config: Config) -> anyhow::Result<ExitCode> {
+fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    // Read once, for both the daemon and the reloader's record of the file.
+    let loaded = reload::read(path)?;
+    let config = &loaded.config;
     tracing_subscriber::fmt()
         .with_env_filter(
             // RUST_LOG wins over the configured level; check-config validated the latter.
@@ -165,20 +169,21 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_server(config))?;
+    runtime.block_on(run_server(&loaded, path))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_server(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config, false)?;
-    let mounts = Mounts::from_config(&config);
+async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> {
+    let config = &loaded.config;
+    let store = open_store(config, false)?;
+    let mounts = Mounts::from_config(config);
     if mounts.is_empty() {
         warn!("no mounts configured: every request will be answered 404 until [[mount]] sections are added");
     }
     for mount in mounts.iter() {
         info!(path = %mount.path, origin = %mount.origin, transport = ?mount.transport, "mount");
     }
-    let timing = OriginTiming::from_config(&config);
+    let timing = OriginTiming::from_config(config);
     let catalog = Catalog::new(
         store,
         timing,
@@ -212,11 +217,16 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
         config.rtsp.session_timeout(),
         local,
     );
+    // Reload by SIGHUP (`systemctl reload`) or through the admin API.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
+    tokio::spawn(Arc::clone(&reloader).on_sighup());
     if let Some(admin_listener) = admin_listener {
         tokio::spawn(admin::run(
             admin_listener,
             Arc::clone(&server),
             config.admin.token.clone(),
+            Some(reloader),
         ));
     }
     // Every listener is bound: tell systemd (Type=notify) we are ready.
@@ -261,11 +271,9 @@ fn held_ns(spans: &[streamcache_cache::NptSpan]) -> u64 {
 }
 
 fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
-    // Purging changes the store: only possible while the daemon is stopped.
-    let read_only = !matches!(action, CacheAction::Purge { .. });
-    let store = open_store(config, read_only)?;
     match action {
         CacheAction::Ls => {
+            let store = open_store(config, true)?;
             println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");
             for entry in store.list() {
                 let held = held_ns(&entry.spans);
@@ -280,6 +288,7 @@ fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CacheAction::Verify { key } => {
+            let store = open_store(config, true)?;
             let mut bad = false;
             for report in store.verify(key.as_deref()) {
                 let verdict = if report.is_ok() { "ok" } else { "CORRUPT" };
@@ -298,12 +307,83 @@ fn cache(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        CacheAction::Purge { key, force } => {
-            store
-                .purge(&key, force)
-                .with_context(|| format!("cannot purge {key}"))?;
-            println!("purged {key}");
+        CacheAction::Purge { key, force } => purge(config, &key, force),
+    }
+}
+
+/// Purges a presentation: in the store directly when no daemon holds it,
+/// otherwise through the running daemon's admin API (which also ends the
+/// title's players when forced).
+fn purge(config: &Config, key: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let store = match open_store(config, false) {
+        Ok(store) => store,
+        Err(e) if is_locked(&e) => return purge_via_admin(config, key, force),
+        Err(e) => return Err(e),
+    };
+    store
+        .purge(key, force)
+        .with_context(|| format!("cannot purge {key}"))?;
+    println!("purged {key}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<streamcache_cache::CacheError>(),
+            Some(streamcache_cache::CacheError::Locked { .. })
+        )
+    })
+}
+
+fn purge_via_admin(config: &Config, key: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let dir = config.cache.dir.display();
+    let Some(addr) = config.admin.listen_addr() else {
+        anyhow::bail!(
+            "the cache {dir} is in use by the running daemon and its admin API is disabled \
+             ([admin] listen = \"\"): stop the daemon to purge, or enable the admin API"
+        );
+    };
+    let token = config.admin.token.as_deref();
+    let unreachable = |e: anyhow::Error| {
+        e.context(format!(
+            "the cache {dir} is in use by the running daemon, whose admin API ({addr}) cannot be reached"
+        ))
+    };
+    let listing =
+        admin::client::request(addr, "GET", "/api/v1/presentations", token).map_err(unreachable)?;
+    if listing.status != 200 {
+        anyhow::bail!(
+            "the daemon's admin API refused the listing: {}",
+            listing.message()
+        );
+    }
+    let id = listing.body["presentations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["key"].as_str() == Some(key))
+        .and_then(|p| p["id"].as_str().map(str::to_owned));
+    let Some(id) = id else {
+        anyhow::bail!("cannot purge {key}: not in the cache");
+    };
+    let path = format!(
+        "/api/v1/presentations/{id}{}",
+        if force { "?force=true" } else { "" }
+    );
+    let answer = admin::client::request(addr, "DELETE", &path, token).map_err(unreachable)?;
+    match answer.status {
+        200 => {
+            let ended = answer.body["sessions_ended"].as_u64().unwrap_or(0);
+            if ended > 0 {
+                println!(
+                    "purged {key} (through the running daemon; {ended} player session(s) ended)"
+                );
+            } else {
+                println!("purged {key} (through the running daemon)");
+            }
             Ok(ExitCode::SUCCESS)
         }
+        _ => anyhow::bail!("cannot purge {key}: {}", answer.message()),
     }
 }

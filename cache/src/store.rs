@@ -21,7 +21,7 @@ use crate::recover::Mode;
 use crate::syncer::Syncer;
 use crate::verify::{verify_presentation, VerifyReport};
 use crate::writer::Writer;
-use crate::{fsutil, recover, CacheError, Metadata, NptSpan, PresentationState};
+use crate::{fsutil, recover, CacheError, Metadata, NptSpan, PresentationState, TrackMeta};
 
 const LOCK_FILE: &str = ".lock";
 const TRASH_PREFIX: &str = ".trash-";
@@ -43,11 +43,16 @@ pub struct StoreConfig {
 /// A presentation as [`Store::list`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryInfo {
+    /// The presentation's directory name in the store: stable while it is
+    /// stored and URL-safe (hex digits and `-`), so the admin API names
+    /// presentations by it.
+    pub id: String,
     pub key: String,
     pub state: PresentationState,
     /// Bytes of its files on disk.
     pub bytes: u64,
     pub spans: Vec<NptSpan>,
+    pub tracks: Vec<TrackMeta>,
     pub last_played: SystemTime,
     pub readers: usize,
     pub writing: bool,
@@ -269,10 +274,16 @@ impl Store {
             .map(|p| {
                 let state = p.lock();
                 EntryInfo {
+                    id: p
+                        .dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     key: p.key.clone(),
                     state: state.meta.state,
                     bytes: p.bytes.load(Ordering::Relaxed),
                     spans: state.spans(),
+                    tracks: state.meta.tracks.clone(),
                     last_played: UNIX_EPOCH
                         + Duration::from_nanos(p.last_played_ns.load(Ordering::Relaxed)),
                     readers: p.readers.load(Ordering::Relaxed),

@@ -1,13 +1,19 @@
 //! The admin HTTP API (hyper), for the operator and the monitoring system.
 //!
-//! - [`routes`]: what each request gets — pure functions of the request
-//!   and the daemon's state, tested without sockets;
+//! - [`routes`]: which endpoint a request names, the token check, JSON
+//!   errors; the endpoints themselves in [`presentations`] (list, purge) and
+//!   [`sessions`]; reload is [`crate::reload`];
+//! - [`client`]: the few lines of HTTP the CLI needs to ask a running daemon
+//!   (`streamcache cache purge` while the daemon holds the store);
 //! - this module: the listener, connection limits and timeouts.
 //!
 //! It listens on loopback by default (`[admin] listen`), and when a token is
 //! configured every request, `/healthz` included, must carry it.
 
+pub mod client;
+mod presentations;
 mod routes;
+mod sessions;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::reload::Reloader;
 use crate::serve::Server;
 
 pub use routes::Admin;
@@ -45,8 +52,13 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves the admin API until the task is dropped.
-pub async fn run(listener: TcpListener, server: Arc<Server>, token: Option<String>) {
-    let admin = Arc::new(Admin::new(server, token));
+pub async fn run(
+    listener: TcpListener,
+    server: Arc<Server>,
+    token: Option<String>,
+    reloader: Option<Arc<Reloader>>,
+) {
+    let admin = Arc::new(Admin::new(server, token, reloader));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin API listening");

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use super::Body;
+use super::{presentations, sessions, Body};
+use crate::reload::Reloader;
 use crate::serve::Server;
 
 /// The largest request body accepted (reload and purge take none).
@@ -18,11 +19,20 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Admin {
     server: Arc<Server>,
     token: Option<String>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Admin {
-    pub fn new(server: Arc<Server>, token: Option<String>) -> Admin {
-        Admin { server, token }
+    pub fn new(
+        server: Arc<Server>,
+        token: Option<String>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Admin {
+        Admin {
+            server,
+            token,
+            reloader,
+        }
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
@@ -39,13 +49,26 @@ impl Admin {
         if Limited::new(body, MAX_BODY).collect().await.is_err() {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
-        self.route(&parts.method, parts.uri.path())
+        self.route(&parts.method, parts.uri.path(), parts.uri.query())
     }
 
-    fn route(&self, method: &Method, path: &str) -> Response<Body> {
-        match (method, path) {
-            (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            (&Method::GET, "/metrics") => {
+    fn route(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Body> {
+        let Some(route) = Route::parse(path) else {
+            return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"));
+        };
+        if !route.allows(method) {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}"),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(route.allowed()));
+            return response;
+        }
+        match route {
+            Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            Route::Metrics => {
                 let mut response =
                     Response::new(Full::new(Bytes::from(self.server.metrics.encode())));
                 response.headers_mut().insert(
@@ -56,11 +79,42 @@ impl Admin {
                 );
                 response
             }
-            (_, "/healthz" | "/metrics") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            ),
-            _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+            Route::Presentations => presentations::list(&self.server),
+            Route::Presentation(id) => match force_param(query) {
+                Ok(force) => presentations::purge(&self.server, id, force),
+                Err(message) => error(StatusCode::BAD_REQUEST, &message),
+            },
+            Route::Sessions => sessions::list(&self.server),
+            Route::Reload => self.reload(),
+        }
+    }
+
+    fn reload(&self) -> Response<Body> {
+        let Some(reloader) = &self.reloader else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this daemon cannot reload its configuration",
+            );
+        };
+        match reloader.reload() {
+            Ok(report) => json_response(StatusCode::OK, &json!(report)),
+            Err(e) => {
+                let problems: Vec<_> = e
+                    .problems
+                    .iter()
+                    .map(|p| json!({"line": p.line, "key": p.key, "message": p.message}))
+                    .collect();
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({
+                        "error": format!(
+                            "{} is not a valid configuration; the previous one stays in force",
+                            e.file.display()
+                        ),
+                        "problems": problems,
+                    }),
+                )
+            }
         }
     }
 
@@ -76,6 +130,74 @@ impl Admin {
         };
         constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
     }
+}
+
+/// An endpoint, parsed from the request path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Metrics,
+    Presentations,
+    /// One presentation, by the id `GET /api/v1/presentations` lists.
+    Presentation(&'a str),
+    Sessions,
+    Reload,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Route<'a>> {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        Some(match path {
+            "/healthz" => Route::Healthz,
+            "/metrics" => Route::Metrics,
+            "/api/v1/presentations" => Route::Presentations,
+            "/api/v1/sessions" => Route::Sessions,
+            "/api/v1/reload" => Route::Reload,
+            _ => {
+                let id = path.strip_prefix("/api/v1/presentations/")?;
+                let url_safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+                if id.is_empty() || !id.chars().all(url_safe) {
+                    return None;
+                }
+                Route::Presentation(id)
+            }
+        })
+    }
+
+    /// The methods it answers, as an `Allow` header.
+    fn allowed(&self) -> &'static str {
+        match self {
+            Route::Healthz | Route::Metrics | Route::Presentations | Route::Sessions => "GET",
+            Route::Presentation(_) => "DELETE",
+            Route::Reload => "POST",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        self.allowed() == method.as_str()
+    }
+}
+
+/// `?force=true` on a purge; absent means false.
+fn force_param(query: Option<&str>) -> Result<bool, String> {
+    let mut force = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        match (name, value) {
+            ("force", "true" | "1") => force = true,
+            ("force", "false" | "0") => force = false,
+            ("force", other) => return Err(format!("force must be true or false, not `{other}`")),
+            (other, _) => return Err(format!("unknown parameter `{other}`")),
+        }
+    }
+    Ok(force)
 }
 
 /// Compares without an early exit, so that response timing does not tell
@@ -104,7 +226,39 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(Route::parse("/healthz"), Some(Route::Healthz));
+        assert_eq!(Route::parse("/api/v1/sessions/"), Some(Route::Sessions));
+        assert_eq!(
+            Route::parse("/api/v1/presentations/00ab12cd-1"),
+            Some(Route::Presentation("00ab12cd-1"))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/presentations/"),
+            Some(Route::Presentations)
+        );
+        assert_eq!(Route::parse("/api/v1/presentations/a/b"), None);
+        assert_eq!(Route::parse("/api/v1/presentations/%2e%2e"), None);
+        assert_eq!(Route::parse("/api/v2/sessions"), None);
+        assert_eq!(Route::parse("/"), None);
+        assert!(Route::Reload.allows(&Method::POST));
+        assert!(!Route::Reload.allows(&Method::GET));
+        assert!(Route::Presentation("x").allows(&Method::DELETE));
+        assert!(!Route::Presentations.allows(&Method::DELETE));
+    }
+
+    #[test]
+    fn force_parameter() {
+        assert_eq!(force_param(None), Ok(false));
+        assert_eq!(force_param(Some("force=true")), Ok(true));
+        assert_eq!(force_param(Some("force")), Ok(true));
+        assert_eq!(force_param(Some("force=0")), Ok(false));
+        assert!(force_param(Some("force=maybe")).is_err());
+        assert!(force_param(Some("forse=true")).is_err());
+    }
 
     #[test]
     fn token_comparison() {

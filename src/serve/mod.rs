@@ -67,6 +67,12 @@ impl Server {
         Arc::clone(&self.mounts.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Puts a new mount table in force (a configuration reload). Requests
+    /// already resolved keep the mount they resolved to.
+    pub fn set_mounts(&self, mounts: Mounts) {
+        *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(mounts);
+    }
+
     /// Accepts players until the task is dropped.
     pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
         let reaper = Arc::clone(&self.sessions);

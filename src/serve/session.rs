@@ -269,4 +269,73 @@ impl Sessions {
             self.end(&id, "timed out");
         }
     }
+
+    /// What every session is doing now, for the admin API.
+    pub fn snapshot(&self) -> Vec<SessionInfo> {
+        let sessions: Vec<Arc<PlayerSession>> = self.lock().values().cloned().collect();
+        let now = std::time::SystemTime::now();
+        let mut list: Vec<SessionInfo> = sessions
+            .iter()
+            .map(|s| {
+                let tcp = s.interleaved_conn.lock().is_ok_and(|c| c.is_some())
+                    || s.tracks()
+                        .values()
+                        .any(|t| matches!(t, TrackDelivery::Interleaved { .. }));
+                let since = s.started.elapsed();
+                SessionInfo {
+                    id: s.id.clone(),
+                    player: s.peer,
+                    mount: s.presentation.mount.path.clone(),
+                    path: s.presentation.presentation_path.clone(),
+                    key: s.presentation.key.clone(),
+                    transport: if tcp { "tcp" } else { "udp" },
+                    playing: s.is_playing(),
+                    bytes_sent: s.bytes_sent(),
+                    since,
+                    started_at: now.checked_sub(since).unwrap_or(now),
+                    source: s.source.kind(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| b.since.cmp(&a.since).then_with(|| a.id.cmp(&b.id)));
+        list
+    }
+
+    /// Ends a session from outside (admin purge, reload): stops its media
+    /// and, over TCP, closes the player's connection so that it learns the
+    /// stream is over (a UDP player just stops receiving).
+    pub fn terminate(&self, id: &str, why: &str) {
+        let Some(session) = self.get(id) else {
+            return;
+        };
+        let out = session.tracks().into_values().find_map(|t| match t {
+            TrackDelivery::Interleaved { out, .. } => Some(out),
+            TrackDelivery::Udp { .. } => None,
+        });
+        self.end(id, why);
+        if let Some(out) = out {
+            // The writer flushes what is queued, then closes; the connection
+            // task sees that and ends whatever else the connection carried.
+            if out.try_send(super::delivery::Outgoing::Close).is_err() {
+                tokio::spawn(async move {
+                    let _ = out.send(super::delivery::Outgoing::Close).await;
+                });
+            }
+        }
+    }
+}
+
+/// One session as the admin API shows it.
+pub struct SessionInfo {
+    pub id: String,
+    pub player: SocketAddr,
+    pub mount: String,
+    pub path: String,
+    pub key: String,
+    pub transport: &'static str,
+    pub playing: bool,
+    pub bytes_sent: u64,
+    pub since: Duration,
+    pub started_at: std::time::SystemTime,
+    pub source: &'static str,
 }

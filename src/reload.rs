@@ -1,0 +1,285 @@
+//! Configuration reload (`POST /api/v1/reload`, SIGHUP).
+//!
+//! The file the daemon was started with is read again and validated; an
+//! invalid file changes nothing. A valid one puts its mount table in force at
+//! once. Players of mounts that did not change keep playing; players of
+//! removed or changed mounts are ended, and the hubs that served those mounts
+//! are stopped so that no new request joins them. Every other setting is
+//! fixed when the daemon starts: the reload says which of those changed and
+//! need a restart.
+//!
+//! What changed is found by comparing the two files as TOML tables (with
+//! mounts matched by path), so that a setting added to the configuration
+//! later is covered without touching this module.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use toml::{Table, Value};
+use tracing::{info, warn};
+
+use crate::config::{trim_slash, Config, ConfigError, Problem};
+use crate::mounts::{presentation_key, Mounts};
+use crate::serve::Server;
+
+/// A configuration file as loaded: the validated config and its raw table.
+pub struct Loaded {
+    pub config: Config,
+    table: Table,
+}
+
+/// Reads and validates a configuration file.
+pub fn read(path: &Path) -> Result<Loaded, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![Problem {
+            line: None,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let config = Config::parse(&text).map_err(fail)?;
+    // Config::parse accepted the text, so it is a TOML table.
+    let table = text.parse::<Table>().unwrap_or_default();
+    Ok(Loaded { config, table })
+}
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Mount paths now served that were not.
+    pub added: Vec<String>,
+    /// Mount paths whose settings changed (their players were ended).
+    pub changed: Vec<String>,
+    /// Mount paths no longer served (their players were ended).
+    pub removed: Vec<String>,
+    /// Settings that changed in the file but take effect only on restart.
+    pub restart_needed: Vec<String>,
+    /// Player sessions ended because their mount was removed or changed.
+    pub sessions_ended: usize,
+}
+
+/// Reloads the configuration of a running daemon.
+pub struct Reloader {
+    path: PathBuf,
+    server: Arc<Server>,
+    /// The table in force; the lock also keeps two reloads from interleaving.
+    current: Mutex<Table>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, server: Arc<Server>, loaded: &Loaded) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            path,
+            server,
+            current: Mutex::new(loaded.table.clone()),
+        })
+    }
+
+    /// Reads the file again and, if it is valid, puts its mounts in force.
+    /// On error nothing changed.
+    pub fn reload(&self) -> Result<Report, ConfigError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = read(&self.path)?;
+        let mut report = diff(&current, &loaded.table);
+        let old_mounts = self.server.mounts();
+        self.server.set_mounts(Mounts::from_config(&loaded.config));
+
+        let gone: BTreeSet<&str> = report
+            .changed
+            .iter()
+            .chain(&report.removed)
+            .map(String::as_str)
+            .collect();
+        let mut kept_keys = BTreeSet::new();
+        for session in self.server.sessions.snapshot() {
+            if gone.contains(session.mount.as_str()) {
+                let why = if report.removed.contains(&session.mount) {
+                    "mount removed by a reload"
+                } else {
+                    "mount changed by a reload"
+                };
+                self.server.sessions.terminate(&session.id, why);
+                report.sessions_ended += 1;
+            } else {
+                kept_keys.insert(session.key);
+            }
+        }
+        // Hubs fed through a removed or changed mount (players or not) end,
+        // unless a player of a mount still in force shares them.
+        let gone_prefixes: Vec<String> = old_mounts
+            .iter()
+            .filter(|m| gone.contains(m.path.as_str()))
+            .map(|m| presentation_key(&m.origin))
+            .collect();
+        for key in self.server.catalog.hub_keys() {
+            if !kept_keys.contains(&key) && gone_prefixes.iter().any(|p| key_is_under(&key, p)) {
+                self.server.catalog.retire(&key);
+            }
+        }
+        *current = loaded.table;
+        info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            restart_needed = ?report.restart_needed,
+            sessions_ended = report.sessions_ended,
+            "configuration reloaded"
+        );
+        if !report.restart_needed.is_empty() {
+            warn!(settings = ?report.restart_needed, "changed settings take effect only after a restart");
+        }
+        Ok(report)
+    }
+
+    /// Reloads on every SIGHUP until the task is dropped.
+    pub async fn on_sighup(self: Arc<Self>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot handle SIGHUP: reload through the admin API only");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
+            if let Err(e) = self.reload() {
+                for problem in &e.problems {
+                    warn!(file = %self.path.display(), %problem, "configuration refused");
+                }
+                warn!("reload refused: the previous configuration stays in force");
+            }
+        }
+    }
+}
+
+/// Whether a presentation key lies under a mount's origin key.
+fn key_is_under(key: &str, prefix: &str) -> bool {
+    key == prefix
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
+/// Compares two configuration files: mounts matched by path, every other
+/// setting by its dotted name.
+pub fn diff(old: &Table, new: &Table) -> Report {
+    let old_mounts = mounts_by_path(old);
+    let new_mounts = mounts_by_path(new);
+    let mut report = Report::default();
+    for (path, mount) in &new_mounts {
+        match old_mounts.get(path) {
+            None => report.added.push(path.clone()),
+            Some(before) if before != mount => report.changed.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    report.removed = old_mounts
+        .keys()
+        .filter(|p| !new_mounts.contains_key(*p))
+        .cloned()
+        .collect();
+    let sections: BTreeSet<&String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| *k != "mount")
+        .collect();
+    for section in sections {
+        match (old.get(section), new.get(section)) {
+            (Some(Value::Table(a)), Some(Value::Table(b))) => {
+                let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for name in names {
+                    if a.get(name) != b.get(name) {
+                        report.restart_needed.push(format!("{section}.{name}"));
+                    }
+                }
+            }
+            (Some(Value::Table(t)), None) | (None, Some(Value::Table(t))) => {
+                report
+                    .restart_needed
+                    .extend(t.keys().map(|name| format!("{section}.{name}")));
+            }
+            (a, b) if a != b => report.restart_needed.push(section.clone()),
+            _ => {}
+        }
+    }
+    report
+}
+
+/// The `[[mount]]` tables by their normalised path, path itself left out
+/// (`/a/` and `/a` are the same mount).
+fn mounts_by_path(table: &Table) -> BTreeMap<String, Table> {
+    let Some(Value::Array(mounts)) = table.get("mount") else {
+        return BTreeMap::new();
+    };
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let mut m = m.as_table()?.clone();
+            let path = trim_slash(m.remove("path")?.as_str()?).to_owned();
+            Some((path, m))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Table {
+        text.parse().expect("toml")
+    }
+
+    const BASE: &str = "[rtsp]\nlisten = \"127.0.0.1:8554\"\n\n\
+        [[mount]]\npath = \"/a\"\norigin = \"rtsp://h/a\"\n\n\
+        [[mount]]\npath = \"/b/\"\norigin = \"rtsp://h/b\"\n\n\
+        [[mount]]\npath = \"/c\"\norigin = \"rtsp://h/c\"\n";
+
+    #[test]
+    fn same_file_changes_nothing() {
+        assert_eq!(diff(&table(BASE), &table(BASE)), Report::default());
+    }
+
+    #[test]
+    fn mounts_added_changed_removed_by_path() {
+        let new = "[rtsp]\nlisten = \"127.0.0.1:8554\"\n\n\
+            [[mount]]\npath = \"/c\"\norigin = \"rtsp://h/c\"\ntransport = \"tcp\"\n\n\
+            [[mount]]\npath = \"/b\"\norigin = \"rtsp://h/b\"\n\n\
+            [[mount]]\npath = \"/d\"\norigin = \"rtsp://h/d\"\n";
+        let report = diff(&table(BASE), &table(new));
+        assert_eq!(report.added, ["/d"]);
+        // "/b/" became "/b": the same mount; moving it in the file is no change.
+        assert_eq!(report.changed, ["/c"]);
+        assert_eq!(report.removed, ["/a"]);
+        assert!(report.restart_needed.is_empty());
+    }
+
+    #[test]
+    fn other_settings_need_a_restart() {
+        let new = "[rtsp]\nlisten = \"127.0.0.1:9554\"\n\n[cache]\ndir = \"/x\"\n\n\
+            [admin]\ntoken = \"t\"\n\n\
+            [[mount]]\npath = \"/a\"\norigin = \"rtsp://h/a\"\n\n\
+            [[mount]]\npath = \"/b/\"\norigin = \"rtsp://h/b\"\n\n\
+            [[mount]]\npath = \"/c\"\norigin = \"rtsp://h/c\"\n";
+        let report = diff(&table(BASE), &table(new));
+        assert_eq!(
+            report.restart_needed,
+            ["admin.token", "cache.dir", "rtsp.listen"]
+        );
+        assert!(report.added.is_empty() && report.changed.is_empty());
+    }
+
+    #[test]
+    fn keys_under_a_mount_origin() {
+        assert!(key_is_under("rtsp://h:554/a", "rtsp://h:554/a"));
+        assert!(key_is_under("rtsp://h:554/a/x", "rtsp://h:554/a"));
+        assert!(key_is_under("rtsp://h:554/a?q=1", "rtsp://h:554/a"));
+        assert!(!key_is_under("rtsp://h:554/ab", "rtsp://h:554/a"));
+    }
+}
