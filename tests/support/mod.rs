@@ -782,6 +782,11 @@ impl Proxy {
         None // Drop kills it.
     }
 
+    /// SIGHUP: the daemon reloads its configuration file.
+    pub fn hangup(&self) {
+        send_signal("HUP", &self.child.id().to_string());
+    }
+
     /// `kill -9` the daemon at once (crash-recovery tests).
     pub fn kill9(mut self) {
         kill_group(&mut self.child);
