@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Read};
+use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -228,6 +228,7 @@ fn deb_installs_runs_and_purges() {
     // config: loopback port, a temporary cache, one mount on a real origin.
     let origin = Origin::start(OriginOpts::new());
     let port = free_port();
+    let admin_port = free_port();
     let work = temp_dir();
     let cache = work.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
@@ -241,6 +242,11 @@ fn deb_installs_runs_and_purges() {
         .replace(
             &format!("dir = \"{CACHE}\""),
             &format!("dir = {}", q(cache.to_str().unwrap())),
+        )
+        // The packaged admin port may be taken by tests running alongside.
+        .replace(
+            "listen = \"127.0.0.1:8555\"",
+            &format!("listen = {}", q(&format!("127.0.0.1:{admin_port}"))),
         )
         + &format!(
             "\n[[mount]]\npath = \"/pkg\"\norigin = {}\ntransport = \"auto\"\n",
@@ -328,6 +334,33 @@ fn deb_installs_runs_and_purges() {
         "no video through the installed daemon: {frames:?}"
     );
 
+    // The admin API answers on its port.
+    let health = http_get(admin_port, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"ok\""),
+        "{health}"
+    );
+
+    // `systemctl reload` (SIGHUP, as the unit's ExecReload sends it): the
+    // daemon, as the service user, re-reads its configuration.
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -s HUP {}", daemon.child.id())])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon
+        .log
+        .lock()
+        .unwrap()
+        .contains("configuration reloaded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload on SIGHUP:\n{}",
+            daemon.log.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+
     // Stop it as systemd does (SIGTERM) and expect a clean exit.
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -s TERM {}", daemon.child.id())])
@@ -406,8 +439,10 @@ fn packaged_config_and_unit_are_as_promised() {
     ] {
         assert!(lines.contains(&line), "unit lacks `{line}`");
     }
-    // No reload yet (issue 5 adds it): no ExecReload pretending otherwise.
-    assert!(!lines.iter().any(|l| l.starts_with("ExecReload=")));
+    assert!(
+        lines.contains(&"ExecReload=/bin/kill -HUP $MAINPID"),
+        "unit reloads by SIGHUP"
+    );
 }
 
 /// `systemd-analyze verify` on the installed unit, where it can work: it
@@ -446,4 +481,20 @@ fn verify_unit() {
         "systemd-analyze verify {UNIT}: {out:?}"
     );
     eprintln!("package test: systemd-analyze verify {UNIT}: ok");
+}
+
+/// `GET path` on the admin API at 127.0.0.1:`port`: the raw response.
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
 }
