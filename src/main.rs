@@ -220,7 +220,7 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
     // Reload by SIGHUP (`systemctl reload`) or through the admin API.
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
-    tokio::spawn(Arc::clone(&reloader).on_sighup());
+    Arc::clone(&reloader).watch_sighup();
     if let Some(admin_listener) = admin_listener {
         tokio::spawn(admin::run(
             admin_listener,

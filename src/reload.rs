@@ -10,7 +10,9 @@
 //!
 //! What changed is found by comparing the two files as TOML tables (with
 //! mounts matched by path), so that a setting added to the configuration
-//! later is covered without touching this module.
+//! later is covered without touching this module. Settings are compared as
+//! written: spelling out a default value that was left out before counts as
+//! a change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -137,16 +139,20 @@ impl Reloader {
         Ok(report)
     }
 
-    /// Reloads on every SIGHUP until the task is dropped.
-    pub async fn on_sighup(self: Arc<Self>) {
+    /// Reloads on every SIGHUP from now on. The handler is in place when
+    /// this returns (before readiness is announced: SIGHUP's default action
+    /// would end the daemon).
+    pub fn watch_sighup(self: Arc<Self>) {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot handle SIGHUP: reload through the admin API only");
-                return;
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(self.on_sighup(hangups));
             }
-        };
+            Err(e) => warn!(error = %e, "cannot handle SIGHUP: reload through the admin API only"),
+        }
+    }
+
+    async fn on_sighup(self: Arc<Self>, mut hangups: tokio::signal::unix::Signal) {
         while hangups.recv().await.is_some() {
             info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
             if let Err(e) = self.reload() {

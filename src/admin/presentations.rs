@@ -95,10 +95,11 @@ pub fn purge(server: &Server, id: &str, force: bool) -> Response<Body> {
     for session in &players {
         server.sessions.terminate(session, "presentation purged");
     }
-    // Whatever hub fills or relays it ends too; the next player starts afresh.
-    server.catalog.retire(&key);
     match store.purge(&key, force) {
         Ok(()) => {
+            // Whatever hub fills or relays it ends too; the next player
+            // starts afresh.
+            server.catalog.retire(&key);
             info!(key = %redact(&key), id, force, sessions_ended = players.len(), "presentation purged");
             json_response(
                 StatusCode::OK,
