@@ -402,6 +402,22 @@ fn reload_changes_mounts_and_keeps_other_players() {
         );
         assert_eq!(describe_status(&proxy, "/hup/live"), 200);
         assert_eq!(describe_status(&proxy, "/new/live"), 404);
+        // A mount whose settings change is reported as changed.
+        let hup = original.replace("path = \"/gone\"", "path = \"/hup\"");
+        let block = format!("path = \"/hup\"\norigin = \"{live}\"\ntransport = \"auto\"");
+        assert!(hup.contains(&block), "{hup}");
+        write(&hup.replace(&block, &block.replace("auto", "tcp")));
+        let answer = reload();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(
+            answer.body["changed"],
+            serde_json::json!(["/hup"]),
+            "{answer:?}"
+        );
+        assert_eq!(answer.body["added"], serde_json::json!([]), "{answer:?}");
+        assert_eq!(answer.body["removed"], serde_json::json!([]), "{answer:?}");
+        assert_eq!(answer.body["sessions_ended"], 0, "{answer:?}");
+
         write("[rtsp]\nlisen = \"typo\"\n");
         proxy.hangup();
         assert!(
