@@ -520,7 +520,8 @@ fn mount_auth_problems(
     mount: &MountConfig,
 ) -> Vec<(Option<std::ops::Range<usize>>, String, String)> {
     let mut out = Vec::new();
-    let bad_text = |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+    let bad_text =
+        |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == '"' || c == '\\');
     if let Some(realm) = &mount.realm {
         if bad_text(realm.get_ref()) {
             out.push((
@@ -743,7 +744,10 @@ mod tests {
         let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
         assert_eq!(
             got,
-            vec![("rtsp.max_sessions", Some(2)), ("rtsp.idle_connection_secs", Some(3))]
+            vec![
+                ("rtsp.max_sessions", Some(2)),
+                ("rtsp.idle_connection_secs", Some(3))
+            ]
         );
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
         let config = Config::parse(text).expect("valid");

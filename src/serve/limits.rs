@@ -76,7 +76,9 @@ impl ConnectionCount {
     /// A slot if fewer than `max` are taken.
     pub fn try_take(&self, max: usize) -> Option<ConnectionSlot> {
         self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| ConnectionSlot(Arc::clone(&self.0)))
     }

@@ -58,9 +58,7 @@ pub fn check(
     let verdict = guard.check(
         &server.nonces.key,
         AuthRequest {
-            authorization: request
-                .header(&headers::AUTHORIZATION)
-                .map(|v| v.as_str()),
+            authorization: request.header(&headers::AUTHORIZATION).map(|v| v.as_str()),
             method,
             uri,
             client: &client,
