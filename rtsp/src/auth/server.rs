@@ -655,6 +655,17 @@ mod tests {
         assert_eq!(why(&verdict), Denied::WrongCredentials);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn checking_anything_never_panics(header in "\\PC{0,160}", nonce in "\\PC{0,40}") {
+            let g = guard(true, true);
+            let _ = g.check(&key(), request(Some(&header), 1000));
+            let digest = format!("Digest username=\"Mufasa\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"rtsp://proxy/cams/x\", response=\"{header}\"");
+            let _ = g.check(&key(), request(Some(&digest), 1000));
+            let _ = key().check(&nonce, 1000, REALM, "192.0.2.7");
+        }
+    }
+
     #[test]
     fn secrets_never_print() {
         let printed = format!("{:?}", guard(true, true));
