@@ -264,3 +264,78 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A session id is no key: a request must satisfy both its URL's mount and
+/// its session's, whichever is protected.
+#[test]
+fn a_session_id_does_not_bypass_a_protected_mount() {
+    use streamcache_rtsp::auth::{parse_challenges, ClientAuth, Credentials};
+
+    let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
+    let users = hash_password(None, USER, PASSWORD);
+    let cache = temp_dir();
+    let config = Proxy::config(
+        free_port(),
+        cache.path(),
+        &[
+            Mount::new("/open", &origin.url("/")),
+            Mount::new("/p", &origin.url("/")),
+        ],
+    ) + &users;
+    let proxy = Proxy::start(&config);
+    let (open_url, protected_url) = (proxy.url("/open/vod"), proxy.url("/p/vod"));
+    let mut conn = RtspConn::connect(proxy.port());
+
+    // An open mount's session does not open the protected mount.
+    let describe = conn.request("DESCRIBE", &open_url, &[]);
+    assert_eq!(describe.status(), 200, "{describe:?}");
+    let track = describe.sdp_track_urls(&open_url)[0].clone();
+    let transport = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1");
+    let open_session = conn.request("SETUP", &track, &[transport]);
+    assert_eq!(open_session.status(), 200, "{open_session:?}");
+    let open_id = open_session.session().unwrap().to_owned();
+    let sneaky = conn.request("DESCRIBE", &protected_url, &[("Session", &open_id)]);
+    assert_eq!(sneaky.status(), 401, "{sneaky:?}");
+
+    // An authenticated session of the protected mount, driven through the
+    // open mount's URL, still needs the credentials.
+    let challenge = conn.request("DESCRIBE", &protected_url, &[]);
+    assert_eq!(challenge.status(), 401);
+    let challenges = parse_challenges(challenge.header("WWW-Authenticate").unwrap());
+    let mut auth = ClientAuth::new(challenges[0].clone());
+    let creds = Credentials {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let mut authorized = |method: &str, url: &str| auth.authorization(&creds, method, url);
+    let header = authorized("DESCRIBE", &protected_url);
+    let describe = conn.request("DESCRIBE", &protected_url, &[("Authorization", &header)]);
+    assert_eq!(describe.status(), 200, "{describe:?}");
+    let track = describe.sdp_track_urls(&protected_url)[0].clone();
+    let header = authorized("SETUP", &track);
+    let setup = conn.request("SETUP", &track, &[transport, ("Authorization", &header)]);
+    assert_eq!(setup.status(), 200, "{setup:?}");
+    let id = setup.session().unwrap().to_owned();
+    let through_open = conn.request("GET_PARAMETER", &open_url, &[("Session", &id)]);
+    assert_eq!(through_open.status(), 401, "{through_open:?}");
+    let header = authorized("GET_PARAMETER", &open_url);
+    let with_auth = conn.request(
+        "GET_PARAMETER",
+        &open_url,
+        &[("Session", &id), ("Authorization", &header)],
+    );
+    assert_eq!(with_auth.status(), 200, "{with_auth:?}");
+    let started = session_lines(&proxy, "session started");
+    assert!(
+        started
+            .iter()
+            .any(|l| l.contains("mount=/p") && l.contains(&format!("user=\"{USER}\""))),
+        "{started:#?}"
+    );
+    assert!(
+        started
+            .iter()
+            .any(|l| l.contains("mount=/open") && l.contains("user=\"-\"")),
+        "{started:#?}"
+    );
+}

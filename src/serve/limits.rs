@@ -22,6 +22,9 @@ use crate::config::RtspConfig;
 
 /// How long a refused connection may take to send its first request.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
+/// Refused connections answered at once; beyond, a flood of connections is
+/// closed without an answer rather than holding a task and a socket each.
+pub const MAX_REFUSING: usize = 64;
 /// What a client is told to wait before trying again after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -91,7 +94,12 @@ impl ConnectionCount {
 /// Answers a connection over `max_connections`: waits briefly for its first
 /// request (to echo its CSeq, so the player can match the answer), sends
 /// 503 with Retry-After and closes.
-pub async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, open: usize) {
+pub async fn refuse_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    open: usize,
+    _slot: ConnectionSlot,
+) {
     info!(player = %peer, connections = open, "connection refused: 503, the server is at max_connections");
     let mut buf = BytesMut::with_capacity(1024);
     let _ = tokio::time::timeout(REFUSAL_READ, async {

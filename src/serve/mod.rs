@@ -47,6 +47,8 @@ pub struct Server {
     next_conn: AtomicU64,
     pub player_limits: PlayerLimits,
     connections: ConnectionCount,
+    /// Connections being answered 503 (over `max_connections`).
+    refusing: ConnectionCount,
     /// Signs the Digest nonces of mounts with users.
     nonces: NonceClock,
 }
@@ -71,6 +73,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             player_limits,
             connections: ConnectionCount::default(),
+            refusing: ConnectionCount::default(),
             nonces: NonceClock::new(),
         })
     }
@@ -107,7 +110,14 @@ impl Server {
                 .try_take(self.player_limits.max_connections)
             else {
                 let open = self.connections.open();
-                tokio::spawn(limits::refuse_connection(stream, peer, open));
+                match self.refusing.try_take(limits::MAX_REFUSING) {
+                    Some(refusing) => {
+                        tokio::spawn(limits::refuse_connection(stream, peer, open, refusing));
+                    }
+                    None => {
+                        warn!(player = %peer, connections = open, "connection dropped: at max_connections and already refusing {} others", limits::MAX_REFUSING);
+                    }
+                }
                 continue;
             };
             let id = self.next_conn.fetch_add(1, Ordering::Relaxed);

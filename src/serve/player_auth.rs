@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rtsp_types::{headers, Method, Request};
-use streamcache_rtsp::auth::{AuthRequest, Denied, NonceKey, Verdict};
+use streamcache_rtsp::auth::{AuthRequest, Denied, NonceKey, ServerAuth, Verdict};
 use tracing::{debug, info};
 
 use super::connection::Conn;
@@ -43,15 +43,37 @@ pub fn check(
     if *request.method() == Method::Options {
         return Ok(None);
     }
-    // The mount of the URL; for a request on `*` or elsewhere, the session's.
-    let mount = request
+    // The URL's mount and the session's must both let the player in (a
+    // session id alone must not open a protected mount, nor a protected
+    // session be driven through an open mount's URL).
+    let url_mount = request
         .request_uri()
         .and_then(|url| server.mounts().resolve(url.path()))
-        .map(|r| r.mount)
-        .or_else(|| session.map(|s| s.presentation.mount.clone()));
-    let Some(guard) = mount.and_then(|m| m.player_auth) else {
-        return Ok(None);
-    };
+        .map(|r| r.mount);
+    let session_mount = session.map(|s| s.presentation.mount.clone());
+    let mut guards: Vec<Arc<ServerAuth>> = Vec::new();
+    for guard in [url_mount, session_mount]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.player_auth)
+    {
+        if !guards.iter().any(|g| Arc::ptr_eq(g, &guard)) {
+            guards.push(guard);
+        }
+    }
+    let mut user = None;
+    for guard in guards {
+        user = Some(check_one(server, conn, request, &guard)?);
+    }
+    Ok(user)
+}
+
+fn check_one(
+    server: &Server,
+    conn: &Conn,
+    request: &Request<Vec<u8>>,
+    guard: &ServerAuth,
+) -> Result<String, Vec<String>> {
     let method: &str = request.method().into();
     let uri = request.request_uri().map_or("*", |u| u.as_str());
     let client = conn.peer.ip().to_string();
@@ -66,7 +88,7 @@ pub fn check(
         },
     );
     match verdict {
-        Verdict::Allowed(user) => Ok(Some(user)),
+        Verdict::Allowed(user) => Ok(user),
         Verdict::Refused {
             why,
             claimed,
