@@ -103,6 +103,7 @@ fn ffprobe_digest_in_the_url_and_session_log_lines() {
     );
     assert!(proxy.wait_log_count("session ended", 2, Duration::from_secs(10)));
 
+    assert!(!proxy.logs().contains(PASSWORD), "a player password was logged");
     let started = session_lines(&proxy, "session started");
     let ended = session_lines(&proxy, "session ended");
     assert_eq!(started.len(), 2, "{started:#?}");
@@ -338,4 +339,33 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
             .any(|l| l.contains("mount=/open") && l.contains("user=\"-\"")),
         "{started:#?}"
     );
+}
+
+/// On a Basic-only mount ffprobe sends Basic credentials from the URL; the
+/// Digest challenge is not offered at all.
+#[test]
+fn ffprobe_basic_only_mount() {
+    let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
+    let users = hash_password(None, USER, PASSWORD);
+    let (proxy, _cache) = protected_proxy(&origin, &format!("auth_schemes = [\"basic\"]\n{users}"));
+    let url = proxy.url("/o/vod");
+    let mut conn = RtspConn::connect(proxy.port());
+    let refused = conn.request("DESCRIBE", &url, &[]);
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.header("WWW-Authenticate"),
+        Some("Basic realm=\"streamcache\"")
+    );
+
+    let counts = ffprobe_count_frames(&with_credentials(&url, USER, PASSWORD), "tcp", None);
+    assert_eq!(
+        counts.video,
+        u64::from(VOD_SECS) * 25,
+        "{:?}",
+        counts.output
+    );
+    let wrong = ffprobe_count_frames(&with_credentials(&url, USER, "nope"), "tcp", None);
+    assert_eq!(wrong.video, 0, "{:?}", wrong.output);
+    assert!(proxy.wait_log("player authentication failed", Duration::from_secs(5)));
+    assert!(!proxy.logs().contains(PASSWORD));
 }
