@@ -103,7 +103,10 @@ fn ffprobe_digest_in_the_url_and_session_log_lines() {
     );
     assert!(proxy.wait_log_count("session ended", 2, Duration::from_secs(10)));
 
-    assert!(!proxy.logs().contains(PASSWORD), "a player password was logged");
+    assert!(
+        !proxy.logs().contains(PASSWORD),
+        "a player password was logged"
+    );
     let started = session_lines(&proxy, "session started");
     let ended = session_lines(&proxy, "session ended");
     assert_eq!(started.len(), 2, "{started:#?}");
@@ -368,4 +371,40 @@ fn ffprobe_basic_only_mount() {
     assert_eq!(wrong.video, 0, "{:?}", wrong.output);
     assert!(proxy.wait_log("player authentication failed", Duration::from_secs(5)));
     assert!(!proxy.logs().contains(PASSWORD));
+}
+
+/// A player that leaves early leaves a partial recording: the next player's
+/// session lines say `cache=partial` (the store held the start, the origin
+/// fills the rest), on an open mount with no user.
+#[test]
+fn session_lines_tell_a_partial_title() {
+    let origin = Origin::start(OriginOpts::new().media(test_media(20)));
+    let cache = temp_dir();
+    let config = Proxy::config(
+        free_port(),
+        cache.path(),
+        &[Mount::new("/o", &origin.url("/"))],
+    );
+    let proxy = Proxy::start(&config);
+    let url = proxy.url("/o/vod");
+
+    let early = ffprobe_count_frames(&url, "tcp", Some(1));
+    assert!(early.video > 0, "{:?}", early.output);
+    assert!(proxy.wait_log(
+        "no players left: closing origin session",
+        Duration::from_secs(20)
+    ));
+    let second = ffprobe_count_frames(&url, "tcp", Some(1));
+    assert!(second.video > 0, "{:?}", second.output);
+    assert!(proxy.wait_log_count("session ended", 2, Duration::from_secs(20)));
+    let started = session_lines(&proxy, "session started");
+    assert!(
+        started[0].contains("cache=miss") && started[0].contains("user=\"-\""),
+        "{started:#?}"
+    );
+    assert!(
+        started[1].contains("cache=partial"),
+        "{started:#?}\n{}",
+        proxy.logs()
+    );
 }
