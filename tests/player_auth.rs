@@ -408,3 +408,35 @@ fn session_lines_tell_a_partial_title() {
         proxy.logs()
     );
 }
+
+/// `hash-password` refuses what the daemon would refuse, and an empty
+/// password, with a message and exit status 2.
+#[test]
+fn hash_password_refuses_bad_input() {
+    for (args, stdin, expect) in [
+        (vec!["bad:name"], "pw\n", "name"),
+        (vec!["--realm", "quo\"te", "viewer"], "pw\n", "realm"),
+        (vec!["viewer"], "", "no password"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamcache"))
+            .arg("hash-password")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert!(!stderr.contains("pw"), "{args:?}: {stderr}");
+    }
+}
