@@ -449,6 +449,7 @@ mod tests {
                 transport: MountTransport::Tcp,
                 username: None,
                 password: None,
+                player_auth: None,
             },
             presentation_path: "/test".into(),
             key: url.to_string(),

@@ -79,6 +79,14 @@ pub struct RtspConfig {
     pub max_request_bytes: ByteSize,
     pub max_headers: usize,
     pub player_queue_packets: usize,
+    /// Player sessions in all (503 with Retry-After beyond).
+    pub max_sessions: Spanned<usize>,
+    /// Player sessions from one IP address (453 beyond).
+    pub max_sessions_per_ip: Spanned<usize>,
+    /// Open player connections (503, then close, beyond).
+    pub max_connections: Spanned<usize>,
+    /// A connection with no session that sends no request for this long is closed.
+    pub idle_connection_secs: Spanned<u64>,
 }
 
 impl Default for RtspConfig {
@@ -89,6 +97,10 @@ impl Default for RtspConfig {
             max_request_bytes: ByteSize(64 * 1024),
             max_headers: 64,
             player_queue_packets: 2048,
+            max_sessions: Spanned::new(0..0, 4000),
+            max_sessions_per_ip: Spanned::new(0..0, 1000),
+            max_connections: Spanned::new(0..0, 8000),
+            idle_connection_secs: Spanned::new(0..0, 60),
         }
     }
 }
@@ -224,6 +236,54 @@ pub struct MountConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Players must authenticate when the mount has users (see `[[mount.user]]`).
+    #[serde(default)]
+    pub realm: Option<Spanned<String>>,
+    /// `["digest"]` (the default) or `["basic", "digest"]`, `["basic"]`.
+    #[serde(default)]
+    pub auth_schemes: Option<Spanned<Vec<String>>>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<MountUserConfig>,
+}
+
+/// The realm players authenticate in when a mount names none. HA1 secrets
+/// depend on it: `streamcache hash-password` uses the same default.
+pub const DEFAULT_REALM: &str = "streamcache";
+
+impl MountConfig {
+    pub fn realm(&self) -> &str {
+        self.realm.as_ref().map_or(DEFAULT_REALM, |r| r.get_ref())
+    }
+
+    /// Whether `scheme` (`"basic"`/`"digest"`) is allowed; Digest alone by default.
+    pub fn allows_scheme(&self, scheme: &str) -> bool {
+        match &self.auth_schemes {
+            Some(schemes) => schemes.get_ref().iter().any(|s| s == scheme),
+            None => scheme == "digest",
+        }
+    }
+}
+
+/// A player allowed on a mount, stored as HA1 = H(name:realm:password) per
+/// algorithm (`streamcache hash-password` prints these lines), never as a
+/// password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountUserConfig {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub md5: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+}
+
+// Hand-written: an HA1 is as good as the password for Digest.
+impl fmt::Debug for MountUserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MountUserConfig")
+            .field("name", self.name.get_ref())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A size in bytes, written as a number or a string with a unit
@@ -350,6 +410,26 @@ impl Config {
                 "max_headers and player_queue_packets must be > 0".into(),
             );
         }
+        for (key, value) in [
+            ("max_sessions", &self.rtsp.max_sessions),
+            ("max_sessions_per_ip", &self.rtsp.max_sessions_per_ip),
+            ("max_connections", &self.rtsp.max_connections),
+        ] {
+            if *value.get_ref() == 0 {
+                problem(
+                    Some(value.span()),
+                    format!("rtsp.{key}"),
+                    "must be > 0".into(),
+                );
+            }
+        }
+        if *self.rtsp.idle_connection_secs.get_ref() == 0 {
+            problem(
+                Some(self.rtsp.idle_connection_secs.span()),
+                "rtsp.idle_connection_secs".into(),
+                "must be > 0".into(),
+            );
+        }
         if self.cache.segment_size.0 < 64 * 1024 {
             problem(
                 None,
@@ -427,9 +507,105 @@ impl Config {
                     "a password needs a username".into(),
                 );
             }
+            for (span, key, message) in mount_auth_problems(mount) {
+                problem(span, format!("mount[{i}].{key}"), message);
+            }
         }
         out
     }
+}
+
+/// What is wrong with a mount's player authentication keys.
+fn mount_auth_problems(
+    mount: &MountConfig,
+) -> Vec<(Option<std::ops::Range<usize>>, String, String)> {
+    let mut out = Vec::new();
+    let bad_text =
+        |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+    if let Some(realm) = &mount.realm {
+        if bad_text(realm.get_ref()) {
+            out.push((
+                Some(realm.span()),
+                "realm".into(),
+                "must be non-empty, without quotes, backslashes or control characters".into(),
+            ));
+        }
+    }
+    if let Some(schemes) = &mount.auth_schemes {
+        let list = schemes.get_ref();
+        if list.is_empty() {
+            out.push((
+                Some(schemes.span()),
+                "auth_schemes".into(),
+                "must name at least one of \"basic\", \"digest\"".into(),
+            ));
+        }
+        for (j, scheme) in list.iter().enumerate() {
+            if scheme != "basic" && scheme != "digest" {
+                out.push((
+                    Some(schemes.span()),
+                    "auth_schemes".into(),
+                    format!("`{scheme}` is not \"basic\" or \"digest\""),
+                ));
+            } else if list[..j].contains(scheme) {
+                out.push((
+                    Some(schemes.span()),
+                    "auth_schemes".into(),
+                    format!("`{scheme}` is listed twice"),
+                ));
+            }
+        }
+    }
+    if mount.users.is_empty() && (mount.realm.is_some() || mount.auth_schemes.is_some()) {
+        let span = mount
+            .realm
+            .as_ref()
+            .map(|r| r.span())
+            .or_else(|| mount.auth_schemes.as_ref().map(|s| s.span()));
+        out.push((
+            span,
+            "user".into(),
+            "realm/auth_schemes are set but no [[mount.user]] is: the mount would be open to anyone".into(),
+        ));
+    }
+    for (j, user) in mount.users.iter().enumerate() {
+        let name = user.name.get_ref();
+        if bad_text(name) || name.contains(':') {
+            out.push((
+                Some(user.name.span()),
+                format!("user[{j}].name"),
+                "must be non-empty, without `:`, quotes, backslashes or control characters".into(),
+            ));
+        }
+        if mount.users[..j].iter().any(|u| u.name.get_ref() == name) {
+            out.push((
+                Some(user.name.span()),
+                format!("user[{j}].name"),
+                format!("user `{name}` is listed twice"),
+            ));
+        }
+        if user.md5.is_none() && user.sha256.is_none() {
+            out.push((
+                Some(user.name.span()),
+                format!("user[{j}]"),
+                "needs md5 and/or sha256 (the output of `streamcache hash-password`)".into(),
+            ));
+        }
+        for (key, secret, digits) in [("md5", &user.md5, 32), ("sha256", &user.sha256, 64)] {
+            if let Some(secret) = secret {
+                let text = secret.get_ref();
+                if text.len() != digits || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+                    // Never echo the value: it may be a pasted password.
+                    out.push((
+                        Some(secret.span()),
+                        format!("user[{j}].{key}"),
+                        format!("must be {digits} hex digits, H(user:realm:password) as printed by `streamcache hash-password`"),
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `"/a/b/"` and `"/a/b"` name the same mount.
@@ -528,5 +704,56 @@ mod tests {
         let problems = Config::parse(text).expect_err("duplicate");
         assert_eq!(problems[0].key, "mount[1].path");
         assert_eq!(problems[0].line, Some(5));
+    }
+
+    #[test]
+    fn player_auth_keys_are_checked_with_lines() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let text = format!(
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\nrealm = \"cams\"\nauth_schemes = [\"digest\", \"ntlm\"]\n\
+             [[mount.user]]\nname = \"ann\"\nmd5 = \"{md5}\"\n\
+             [[mount.user]]\nname = \"bo:b\"\nsha256 = \"secret\"\n\
+             [[mount.user]]\nname = \"ann\"\n\
+             [[mount]]\npath = \"/b\"\norigin = \"rtsp://h/y\"\nrealm = \"open\"\n"
+        );
+        let problems = Config::parse(&text).expect_err("invalid");
+        let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("mount[0].auth_schemes", Some(5)),
+                ("mount[0].user[1].name", Some(10)),
+                ("mount[0].user[1].sha256", Some(11)),
+                ("mount[0].user[2].name", Some(13)),
+                ("mount[0].user[2]", Some(13)),
+                ("mount[1].user", Some(17)),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| !p.message.contains("secret")));
+        // A plain password is not a key a user may have.
+        let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\npassword = \"pw\"\n";
+        let problems = Config::parse(text).expect_err("password key");
+        assert_eq!(problems[0].line, Some(6), "{problems:?}");
+    }
+
+    #[test]
+    fn player_auth_defaults_and_limits() {
+        let text = "[rtsp]\nmax_sessions = 0\nidle_connection_secs = 0\n";
+        let problems = Config::parse(text).expect_err("zero limits");
+        let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("rtsp.max_sessions", Some(2)),
+                ("rtsp.idle_connection_secs", Some(3))
+            ]
+        );
+        let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
+        let config = Config::parse(text).expect("valid");
+        assert_eq!(config.mounts[0].realm(), DEFAULT_REALM);
+        assert!(config.mounts[0].allows_scheme("digest"));
+        assert!(!config.mounts[0].allows_scheme("basic"));
+        assert_eq!(*config.rtsp.max_sessions.get_ref(), 4000);
     }
 }

@@ -189,6 +189,12 @@ impl Hub {
         self.live || !self.storable
     }
 
+    /// Where an on-demand fill starts when the store already held the
+    /// title's beginning (a partial title); `None` for a fill from the start.
+    pub fn fills_from(&self) -> Option<f64> {
+        self.start_npt
+    }
+
     /// True unless the origin announced a finite range (an on-demand title).
     pub fn is_live(&self) -> bool {
         self.live

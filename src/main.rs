@@ -9,6 +9,7 @@ mod admin;
 mod catalog;
 mod config;
 mod freshness;
+mod hash_password;
 mod hub;
 mod metrics;
 mod mounts;
@@ -59,6 +60,16 @@ enum Command {
         /// Configuration file.
         file: PathBuf,
     },
+    /// Print the `[[mount.user]]` lines for a player, reading the password
+    /// from standard input (one line). The secrets are H(user:realm:password):
+    /// they stay valid only for that realm.
+    HashPassword {
+        /// The mount's `realm` (the default unless the mount sets one).
+        #[arg(long, default_value = config::DEFAULT_REALM)]
+        realm: String,
+        /// The player's user name.
+        user: String,
+    },
     /// Inspect and maintain the cache a configuration points at (safe while
     /// the daemon runs).
     Cache {
@@ -93,6 +104,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file } => check_config(&file),
+        Command::HashPassword { realm, user } => hash_password::run(&realm, &user),
         Command::Cache { config, action } => load(&config).and_then(|c| cache(&c, action)),
     };
     match result {
@@ -216,6 +228,7 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
         limits,
         config.rtsp.session_timeout(),
         local,
+        serve::limits::PlayerLimits::from_config(&config.rtsp),
     );
     // Reload by SIGHUP (`systemctl reload`) or through the admin API.
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());

@@ -8,8 +8,10 @@
 //! The proxy's own SDP names each track `<presentation>/trackID=<n>`, so a
 //! SETUP URL resolves to its presentation plus a track index.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use streamcache_rtsp::auth::{ServerAuth, UserSecret};
 use url::Url;
 
 use crate::config::{trim_slash, Config, MountTransport};
@@ -24,6 +26,8 @@ pub struct Mount {
     pub transport: MountTransport,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Players must authenticate when set (the mount has users).
+    pub player_auth: Option<Arc<ServerAuth>>,
 }
 
 // Hand-written so that the password can never reach a log line through `{:?}`.
@@ -74,6 +78,7 @@ impl Mounts {
                     transport: m.transport,
                     username: m.username.clone(),
                     password: m.password.clone(),
+                    player_auth: player_auth(m),
                 })
             })
             .collect();
@@ -112,6 +117,28 @@ impl Mounts {
             track,
         })
     }
+}
+
+/// The player authentication of a mount with users; `None` leaves it open.
+fn player_auth(mount: &crate::config::MountConfig) -> Option<Arc<ServerAuth>> {
+    if mount.users.is_empty() {
+        return None;
+    }
+    let users = mount
+        .users
+        .iter()
+        .map(|u| UserSecret {
+            name: u.name.get_ref().clone(),
+            md5: u.md5.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
+            sha256: u.sha256.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
+        })
+        .collect();
+    Some(Arc::new(ServerAuth::new(
+        mount.realm(),
+        mount.allows_scheme("basic"),
+        mount.allows_scheme("digest"),
+        users,
+    )))
 }
 
 fn is_under(path: &str, prefix: &str) -> bool {

@@ -1,10 +1,13 @@
 //! Fuzz the header parsers: Transport, Range, RTP-Info, Session,
-//! WWW-Authenticate and Authorization. None may panic; what parses must
-//! format into something that parses again.
+//! WWW-Authenticate and Authorization (and the server's verdict on it, nonce
+//! included). None may panic; what parses must format into something that
+//! parses again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamcache_rtsp::auth::{parse_challenges, Authorization};
+use streamcache_rtsp::auth::{
+    parse_challenges, AuthRequest, Authorization, NonceKey, ServerAuth, UserSecret,
+};
 use streamcache_rtsp::range::{format_rtp_info, parse_rtp_info, NptRange, SessionHeader};
 use streamcache_rtsp::transport::{parse_list, TransportSpec};
 
@@ -26,4 +29,22 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_challenges(value);
     let _ = Authorization::parse(value);
+    let key = NonceKey::from_bytes([1; 32]);
+    let _ = key.check(value, 1_000, "r", "127.0.0.1");
+    let user = UserSecret {
+        name: "u".into(),
+        md5: Some("0".repeat(32)),
+        sha256: Some("0".repeat(64)),
+    };
+    let guard = ServerAuth::new("r", true, true, vec![user]);
+    let _ = guard.check(
+        &key,
+        AuthRequest {
+            authorization: Some(value),
+            method: "DESCRIBE",
+            uri: "rtsp://h/x",
+            client: "127.0.0.1",
+            now: 1_000,
+        },
+    );
 });

@@ -7,9 +7,11 @@
 //! [`ClientAuth`] produces the `Authorization` header for each request,
 //! counting `nc` for qop=auth.
 //!
-//! Server side: [`basic_challenge`] / [`digest_challenge`] build the header
-//! to send with a 401, and [`Authorization::verify`] checks what a player
-//! sent against the stored password.
+//! Server side: [`ServerAuth`] (in [`server`]) protects a resource for users
+//! stored as hashed secrets (HA1), with stateless signed nonces; it answers
+//! each request with [`Verdict::Allowed`] or the challenges of a 401.
+//! [`basic_challenge`] / [`digest_challenge`] and [`Authorization::verify`]
+//! are the plain-password building blocks (the test origin uses them).
 //!
 //! [`Credentials`] never prints its password, in `Debug` or otherwise.
 
@@ -17,6 +19,9 @@ use base64::Engine as _;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+
+mod server;
+pub use server::*;
 
 /// A username and password. `Debug` shows the username only.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,7 +51,8 @@ pub enum DigestAlgorithm {
 }
 
 impl DigestAlgorithm {
-    fn name(self) -> &'static str {
+    /// The `algorithm=` token.
+    pub fn name(self) -> &'static str {
         match self {
             DigestAlgorithm::Md5 => "MD5",
             DigestAlgorithm::Sha256 => "SHA-256",
@@ -472,28 +478,43 @@ impl Authorization {
                 username,
                 realm: r,
                 nonce: n,
-                uri,
-                response,
                 algorithm,
-                qop_auth,
+                ..
             } => {
-                if r != realm || n != nonce {
-                    return false;
-                }
-                let ha1 = algorithm.hash(&format!("{username}:{realm}:{password}"));
-                let ha2 = algorithm.hash(&format!("{method}:{uri}"));
-                let expected = match qop_auth {
-                    Some((nc, cnonce)) => {
-                        algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
-                    }
-                    None => algorithm.hash(&format!("{ha1}:{nonce}:{ha2}")),
-                };
-                ct_eq(
-                    expected.as_bytes(),
-                    response.to_ascii_lowercase().as_bytes(),
-                )
+                r == realm
+                    && n == nonce
+                    && self.digest_matches(method, &ha1(*algorithm, username, realm, password))
             }
         }
+    }
+
+    /// For Digest: whether `response=` is right for `method` given the
+    /// user's `ha1` (lower-case hex, for the header's algorithm), the
+    /// header's own nonce and uri. The caller checks realm, nonce and uri.
+    /// False for Basic. Constant-time in the compared response.
+    pub fn digest_matches(&self, method: &str, ha1: &str) -> bool {
+        let Authorization::Digest {
+            nonce,
+            uri,
+            response,
+            algorithm,
+            qop_auth,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+        let expected = match qop_auth {
+            Some((nc, cnonce)) => {
+                algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+            }
+            None => algorithm.hash(&format!("{ha1}:{nonce}:{ha2}")),
+        };
+        ct_eq(
+            expected.as_bytes(),
+            response.to_ascii_lowercase().as_bytes(),
+        )
     }
 }
 

@@ -46,12 +46,17 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
         sessions: Vec::new(),
     };
     let mut buf = BytesMut::with_capacity(4096);
+    let idle = server.player_limits.idle_connection;
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
     debug!(%peer, conn = id, "player connected");
     'connection: loop {
         loop {
             match framing::decode(&buf, &server.limits) {
                 Ok(Some((frame, used))) => {
                     buf.advance(used);
+                    if matches!(frame, Frame::Request(_)) {
+                        idle_deadline = tokio::time::Instant::now() + idle;
+                    }
                     if !handle_frame(&server, &mut conn, frame).await {
                         break 'connection;
                     }
@@ -79,6 +84,15 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
             },
             // The writer stopped: the peer is gone or we closed on purpose.
             _ = &mut writer => break,
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                // A connection carrying a session lives as long as the session.
+                if conn.sessions.iter().any(|s| server.sessions.get(s).is_some()) {
+                    idle_deadline = tokio::time::Instant::now() + idle;
+                } else {
+                    info!(%peer, idle_secs = idle.as_secs(), "idle connection closed: no session and no request for idle_connection_secs");
+                    break;
+                }
+            }
         }
     }
     server.sessions.end_for_connection(id);

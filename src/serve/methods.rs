@@ -19,6 +19,7 @@ use streamcache_rtsp::transport::{self, LowerTransport, TransportSpec};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use super::cache_status::CacheStatus;
 use super::connection::Conn;
 use super::delivery::{self, PlayerSink, TrackDelivery};
 use super::session::{PlayerSession, Source};
@@ -86,8 +87,22 @@ pub async fn handle(
     if let Some(cseq) = cseq {
         builder = builder.header(headers::CSEQ, cseq);
     }
+    let mut challenges = Vec::new();
     for (name, value) in reply.headers {
-        builder = builder.header(name, value);
+        if name == headers::WWW_AUTHENTICATE {
+            challenges.push(value);
+        } else {
+            builder = builder.header(name, value);
+        }
+    }
+    if !challenges.is_empty() {
+        // One header line per challenge: rtsp-types would join repeated
+        // headers with commas, which players do not split (ffmpeg reads a
+        // joined value as one challenge). Our own values, no CR/LF inside.
+        builder = builder.header(
+            headers::WWW_AUTHENTICATE,
+            challenges.join("\r\nWWW-Authenticate: "),
+        );
     }
     (builder.build(reply.body), after)
 }
@@ -119,10 +134,20 @@ async fn dispatch(
         }
         None => None,
     };
+    let user = match super::player_auth::check(server, conn, request, session.as_ref()) {
+        Ok(user) => user,
+        Err(challenges) => {
+            let mut reply = Reply::status(401);
+            for challenge in challenges {
+                reply = reply.header(headers::WWW_AUTHENTICATE, challenge);
+            }
+            return (reply, None);
+        }
+    };
     match request.method() {
         Method::Options => (Reply::ok().header(headers::PUBLIC, PUBLIC), None),
         Method::Describe => (describe(server, request).await, None),
-        Method::Setup => (setup(server, conn, request, session).await, None),
+        Method::Setup => (setup(server, conn, request, session, user).await, None),
         Method::Play => play(server, request, session).await,
         Method::Pause => (pause(session).await, None),
         Method::Teardown => (teardown(server, session), None),
@@ -256,11 +281,28 @@ async fn setup(
     conn: &mut Conn,
     request: &Request<Vec<u8>>,
     session: Option<Arc<PlayerSession>>,
+    user: Option<String>,
 ) -> Reply {
     let (_, resolved) = match resolve(server, request) {
         Ok(r) => r,
         Err(reply) => return reply,
     };
+    if session.is_none() {
+        if let Err(status) = server
+            .player_limits
+            .admit_session(&server.sessions, conn.peer)
+        {
+            let reply = Reply::status(status);
+            return if status == 503 {
+                reply.header(
+                    headers::RETRY_AFTER,
+                    super::limits::RETRY_AFTER_SECS.to_string(),
+                )
+            } else {
+                reply
+            };
+        }
+    }
     let Some(track) = resolved.track else {
         // SETUP of the whole presentation: we only set up tracks one by one.
         return Reply::status(459);
@@ -287,7 +329,10 @@ async fn setup(
         Some(value) => value.as_str(),
         None => return Reply::status(461),
     };
-    let session = session.unwrap_or_else(|| PlayerSession::new(resolved, source, conn.peer));
+    let session = session.unwrap_or_else(|| {
+        let status = CacheStatus::of(&source, PlayerCacheControl::of(request).no_cache);
+        PlayerSession::new(resolved, source, conn.peer, user, status)
+    });
     let Some(chosen) = choose_transport(offered, &session) else {
         return Reply::status(461);
     };

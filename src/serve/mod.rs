@@ -8,9 +8,12 @@
 //! - [`session`]: player sessions and their timeouts;
 //! - [`delivery`]: getting a hub's packets to a player over TCP or UDP.
 
+mod cache_status;
 mod connection;
 mod delivery;
+pub mod limits;
 mod methods;
+mod player_auth;
 mod session;
 
 use std::net::SocketAddr;
@@ -26,6 +29,8 @@ use tracing::{info, warn};
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::mounts::Mounts;
+use limits::{ConnectionCount, PlayerLimits};
+use player_auth::NonceClock;
 use session::Sessions;
 
 /// What every connection task shares.
@@ -40,6 +45,12 @@ pub struct Server {
     /// The address players reach us on; UDP media is sent from this IP.
     pub local_addr: SocketAddr,
     next_conn: AtomicU64,
+    pub player_limits: PlayerLimits,
+    connections: ConnectionCount,
+    /// Connections being answered 503 (over `max_connections`).
+    refusing: ConnectionCount,
+    /// Signs the Digest nonces of mounts with users.
+    nonces: NonceClock,
 }
 
 impl Server {
@@ -50,6 +61,7 @@ impl Server {
         limits: Limits,
         session_timeout: Duration,
         local_addr: SocketAddr,
+        player_limits: PlayerLimits,
     ) -> Arc<Server> {
         Arc::new(Server {
             catalog,
@@ -59,6 +71,10 @@ impl Server {
             limits,
             local_addr,
             next_conn: AtomicU64::new(1),
+            player_limits,
+            connections: ConnectionCount::default(),
+            refusing: ConnectionCount::default(),
+            nonces: NonceClock::new(),
         })
     }
 
@@ -95,9 +111,27 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let Some(slot) = self
+                .connections
+                .try_take(self.player_limits.max_connections)
+            else {
+                let open = self.connections.open();
+                match self.refusing.try_take(limits::MAX_REFUSING) {
+                    Some(refusing) => {
+                        tokio::spawn(limits::refuse_connection(stream, peer, open, refusing));
+                    }
+                    None => {
+                        warn!(player = %peer, connections = open, "connection dropped: at max_connections and already refusing {} others", limits::MAX_REFUSING);
+                    }
+                }
+                continue;
+            };
             let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
             let server = Arc::clone(&self);
-            tokio::spawn(async move { connection::run(server, stream, peer, id).await });
+            tokio::spawn(async move {
+                connection::run(server, stream, peer, id).await;
+                drop(slot);
+            });
         }
     }
 }

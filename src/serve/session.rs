@@ -7,7 +7,7 @@
 //! when nothing was heard from the player for the session timeout.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
 
+use super::cache_status::CacheStatus;
 use super::delivery::TrackDelivery;
 use crate::catalog::CachedTitle;
 use crate::hub::Hub;
@@ -73,6 +74,9 @@ pub struct PlayerSession {
     /// ends with it.
     pub interleaved_conn: Mutex<Option<u64>>,
     pub started: Instant,
+    /// The player's authenticated user name, on a mount with users.
+    pub user: Option<String>,
+    pub cache_status: CacheStatus,
     state: Mutex<State>,
 }
 
@@ -88,7 +92,13 @@ struct State {
 }
 
 impl PlayerSession {
-    pub fn new(presentation: Resolved, source: Source, peer: SocketAddr) -> Arc<PlayerSession> {
+    pub fn new(
+        presentation: Resolved,
+        source: Source,
+        peer: SocketAddr,
+        user: Option<String>,
+        cache_status: CacheStatus,
+    ) -> Arc<PlayerSession> {
         let id = format!("{:016X}", rand::thread_rng().gen::<u64>());
         Arc::new(PlayerSession {
             id,
@@ -97,6 +107,8 @@ impl PlayerSession {
             peer,
             interleaved_conn: Mutex::new(None),
             started: Instant::now(),
+            user,
+            cache_status,
             state: Mutex::new(State {
                 last_seen: Some(Instant::now()),
                 ..State::default()
@@ -176,6 +188,15 @@ impl PlayerSession {
     fn bytes_sent(&self) -> u64 {
         self.lock().bytes_sent
     }
+
+    /// `tcp` when media goes over the RTSP connection, else `udp`.
+    fn transport(&self) -> &'static str {
+        if self.interleaved_conn.lock().map_or(true, |c| c.is_none()) {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
 }
 
 /// All sessions of the server, by id.
@@ -206,9 +227,19 @@ impl Sessions {
             player = %session.peer,
             mount = %session.presentation.mount.path,
             path = %session.presentation.presentation_path,
+            transport = session.transport(),
+            cache = %session.cache_status,
+            user = session.user.as_deref().unwrap_or("-"),
             "session started"
         );
         self.lock().insert(session.id.clone(), session);
+    }
+
+    /// Sessions in all, and those of players at `ip`.
+    pub fn count(&self, ip: IpAddr) -> (usize, usize) {
+        let map = self.lock();
+        let from_ip = map.values().filter(|s| s.peer.ip() == ip).count();
+        (map.len(), from_ip)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<PlayerSession>> {
@@ -221,21 +252,14 @@ impl Sessions {
             return;
         };
         session.stop();
-        let transport = if session
-            .interleaved_conn
-            .lock()
-            .map_or(true, |c| c.is_none())
-        {
-            "udp"
-        } else {
-            "tcp"
-        };
         info!(
             session = %session.id,
             player = %session.peer,
             mount = %session.presentation.mount.path,
-            transport,
+            transport = session.transport(),
             source = session.source.kind(),
+            cache = %session.cache_status,
+            user = session.user.as_deref().unwrap_or("-"),
             bytes = session.bytes_sent(),
             secs = session.started.elapsed().as_secs_f32(),
             why,

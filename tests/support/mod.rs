@@ -1138,6 +1138,43 @@ impl RtspConn {
         }
     }
 
+    /// As [`RtspConn::connect`], from another loopback address (e.g.
+    /// `127.0.0.2`), so that the daemon sees another player IP.
+    pub fn connect_from(port: u16, source: std::net::Ipv4Addr) -> RtspConn {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+        )
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        let server = SockaddrIn::from(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        ));
+        connect(fd.as_raw_fd(), &server)
+            .unwrap_or_else(|e| panic!("connect from {source} to port {port}: {e}"));
+        let stream = TcpStream::from(fd);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        RtspConn {
+            stream,
+            buf: Vec::new(),
+            cseq: 0,
+        }
+    }
+
     pub fn set_read_timeout(&self, limit: Duration) {
         self.stream.set_read_timeout(Some(limit)).unwrap();
     }
