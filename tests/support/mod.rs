@@ -704,9 +704,15 @@ impl Proxy {
         lines.collect(child.stdout.take().unwrap(), "");
         lines.collect(child.stderr.take().unwrap(), "");
 
+        // Ready once it logs so (not by connecting: a probe connection would
+        // hold one of the connections tests count against max_connections).
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+            if lines
+                .snapshot()
+                .iter()
+                .any(|l| l.contains("RTSP server listening"))
+            {
                 break;
             }
             let exited = child.try_wait().ok().flatten();
