@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use streamcache_cache::{CacheError, CacheHeaders as StoreCacheHeaders};
 use streamcache_cache::{Metadata, PresentationState, Store};
@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::config::MountTransport;
 use crate::freshness::{self, Freshness};
 use crate::hub::{Hub, HubSettings};
+use crate::metrics::{LookupOutcome, Metrics, RevalidationResult};
 use crate::mounts::{OriginTiming, Resolved};
 use crate::origin::{
     self, CacheHeaders, Described, OriginError, OriginTarget, Revalidation, Stored, TransportPref,
@@ -65,6 +66,7 @@ pub struct Catalog {
     /// Freshness lifetime of titles whose origin sent no cache headers.
     default_fresh: Duration,
     slots: Mutex<HashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Catalog {
@@ -73,6 +75,7 @@ impl Catalog {
         timing: OriginTiming,
         hub_settings: HubSettings,
         default_fresh: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Catalog> {
         Arc::new(Catalog {
             store,
@@ -80,6 +83,7 @@ impl Catalog {
             hub_settings,
             default_fresh,
             slots: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -90,17 +94,22 @@ impl Catalog {
     /// Whether the store may serve a title, revalidating it at the origin if
     /// it is stale. With `only_if_cached` the origin is never contacted: a
     /// stale title is then a miss.
+    /// Each lookup is counted once in `streamcache_cache_lookups_total`.
     pub async fn lookup(self: &Arc<Self>, resolved: &Resolved, only_if_cached: bool) -> Lookup {
-        match self.stored(&resolved.key) {
-            None => Lookup::Miss(None),
-            Some((title, Freshness::Fresh)) => Lookup::Hit(title),
+        let (outcome, lookup) = match self.stored(&resolved.key) {
+            None => (LookupOutcome::Miss, Lookup::Miss(None)),
+            Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(&resolved.key);
-                Lookup::Miss(None)
+                (LookupOutcome::Miss, Lookup::Miss(None))
             }
-            Some((_, Freshness::Stale { .. })) if only_if_cached => Lookup::Miss(None),
+            Some((_, Freshness::Stale { .. })) if only_if_cached => {
+                (LookupOutcome::Miss, Lookup::Miss(None))
+            }
             Some((_, Freshness::Stale { .. })) => self.revalidate(resolved).await,
-        }
+        };
+        self.metrics.lookup(outcome);
+        lookup
     }
 
     /// The complete stored title of a key and what the cache rules say
@@ -132,17 +141,17 @@ impl Catalog {
 
     /// Revalidates a stale title under its key's lock, so that players
     /// arriving together send one conditional DESCRIBE.
-    async fn revalidate(self: &Arc<Self>, resolved: &Resolved) -> Lookup {
+    async fn revalidate(self: &Arc<Self>, resolved: &Resolved) -> (LookupOutcome, Lookup) {
         let key = &resolved.key;
         let slot = self.slot(key);
         let current = slot.lock().await;
         // Another player may have revalidated (or replaced) it meanwhile.
         let lookup = match self.stored(key) {
-            None => Lookup::Miss(None),
-            Some((title, Freshness::Fresh)) => Lookup::Hit(title),
+            None => (LookupOutcome::Miss, Lookup::Miss(None)),
+            Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(key);
-                Lookup::Miss(None)
+                (LookupOutcome::Miss, Lookup::Miss(None))
             }
             Some((title, Freshness::Stale { strict })) => {
                 self.ask_origin(resolved, title, strict).await
@@ -160,38 +169,68 @@ impl Catalog {
         resolved: &Resolved,
         title: Arc<CachedTitle>,
         strict: bool,
-    ) -> Lookup {
+    ) -> (LookupOutcome, Lookup) {
         let key = &resolved.key;
         let stored_headers = origin_headers(&title.metadata.cache_headers);
         let stored = Stored {
             cache_headers: &stored_headers,
             sdp_text: &title.metadata.sdp,
         };
-        match origin::revalidate(&self.target(resolved), stored).await {
+        let counters = self.metrics.origin(&resolved.mount.path);
+        let asked = Instant::now();
+        let answer = origin::revalidate(&self.target(resolved), stored).await;
+        match &answer {
+            Ok(_) => counters.described_in(asked.elapsed()),
+            Err(e) => counters.failed(e),
+        }
+        let (result, outcome, lookup) = match answer {
             Ok(Revalidation::NotModified(headers)) => {
                 info!(key = %key, "stored title still current");
-                Lookup::Hit(self.mark_validated(&title, &headers).await)
+                let title = self.mark_validated(&title, &headers).await;
+                (
+                    RevalidationResult::NotModified,
+                    LookupOutcome::Revalidated,
+                    Lookup::Hit(title),
+                )
             }
             Ok(Revalidation::Changed(described)) => {
                 info!(key = %key, "title changed at the origin: fetching it again");
                 self.replace(key);
-                Lookup::Miss(Some(described))
+                (
+                    RevalidationResult::Changed,
+                    LookupOutcome::Miss,
+                    Lookup::Miss(Some(described)),
+                )
             }
             Err(OriginError::Status { status, .. }) if (400..500).contains(&status) => {
                 // Gone or refused: the origin's answer is the player's.
                 info!(key = %key, status, "origin refuses the stored title: dropping it");
                 self.replace(key);
-                Lookup::Miss(None)
+                (
+                    RevalidationResult::Refused,
+                    LookupOutcome::Miss,
+                    Lookup::Miss(None),
+                )
             }
             Err(e) if strict => {
                 warn!(key = %key, error = %e, "cannot revalidate a title that must be: 504");
-                Lookup::Unavailable
+                (
+                    RevalidationResult::Failed,
+                    LookupOutcome::Unavailable,
+                    Lookup::Unavailable,
+                )
             }
             Err(e) => {
                 warn!(key = %key, error = %e, "cannot revalidate: serving the stale copy");
-                Lookup::Hit(title)
+                (
+                    RevalidationResult::Failed,
+                    LookupOutcome::Stale,
+                    Lookup::Hit(title),
+                )
             }
-        }
+        };
+        self.metrics.revalidation(result);
+        (outcome, lookup)
     }
 
     /// Stores the new cache headers and validation time of a title the
@@ -260,13 +299,22 @@ impl Catalog {
             return Ok(Arc::clone(hub));
         }
         let target = self.target(resolved);
+        let counters = self.metrics.origin(&resolved.mount.path);
         let described = match described {
             Some(d) => Ok(*d),
-            None => origin::describe(&target).await,
+            None => {
+                let asked = Instant::now();
+                let described = origin::describe(&target).await;
+                if described.is_ok() {
+                    counters.described_in(asked.elapsed());
+                }
+                described
+            }
         };
         let described = match described {
             Ok(d) => d,
             Err(e) => {
+                counters.failed(&e);
                 if current.is_none() {
                     drop(current);
                     self.forget(&resolved.key, &slot);
@@ -286,6 +334,7 @@ impl Catalog {
             start_npt,
             self.store.clone(),
             self.hub_settings,
+            counters,
             Box::new(move || {
                 if let (Some(catalog), Some(slot)) = (weak.upgrade(), weak_slot.upgrade()) {
                     catalog.forget_closed(&key, &slot);
@@ -456,7 +505,13 @@ mod tests {
             reconnect_attempts: 0,
             gop_max_bytes: 1 << 20,
         };
-        let catalog = Catalog::new(store.clone(), timing, settings, Duration::from_secs(3600));
+        let catalog = Catalog::new(
+            store.clone(),
+            timing,
+            settings,
+            Duration::from_secs(3600),
+            Arc::new(Metrics::new()),
+        );
         Setup {
             _dir: dir,
             store,

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::OriginCounters;
 use crate::origin::{
     Backoff, Described, EndReason, OriginError, OriginEvent, OriginSession, OriginTarget,
 };
@@ -133,6 +134,7 @@ impl Hub {
         start_npt: Option<f64>,
         store: Store,
         settings: HubSettings,
+        counters: OriginCounters,
         on_close: Box<dyn FnOnce() + Send>,
     ) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(settings.queue_packets.max(16));
@@ -155,7 +157,7 @@ impl Hub {
             players,
             cmd,
         });
-        let task = HubTask::new(Arc::clone(&hub), target, store, settings);
+        let task = HubTask::new(Arc::clone(&hub), target, store, settings, counters);
         tokio::spawn(async move {
             task.run(cmd_rx, players_rx).await;
             on_close();
@@ -362,10 +364,17 @@ struct HubTask {
     failed: bool,
     backoff: Backoff,
     reconnects_left: u32,
+    counters: OriginCounters,
 }
 
 impl HubTask {
-    fn new(hub: Arc<Hub>, target: OriginTarget, store: Store, settings: HubSettings) -> HubTask {
+    fn new(
+        hub: Arc<Hub>,
+        target: OriginTarget,
+        store: Store,
+        settings: HubSettings,
+        counters: OriginCounters,
+    ) -> HubTask {
         let clocks: Vec<TrackClock> = hub
             .described
             .tracks
@@ -397,6 +406,7 @@ impl HubTask {
             failed: false,
             backoff: Backoff::default(),
             reconnects_left: settings.reconnect_attempts,
+            counters,
         }
     }
 
@@ -408,6 +418,9 @@ impl HubTask {
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Start(reply)) => {
                         let result = self.ensure_started().await;
+                        if let Err(e) = &result {
+                            self.counters.failed(e);
+                        }
                         let _ = reply.send(result);
                     }
                     None => break,
@@ -491,6 +504,7 @@ impl HubTask {
         match reason {
             EndReason::Failed(e) => {
                 warn!(key = %self.hub.key, origin = %self.target.url, error = %e, "origin session failed");
+                self.counters.failed(&e);
                 self.failed = true;
                 if self.hub.live && self.reconnects_left > 0 {
                     self.reconnects_left -= 1;
@@ -557,6 +571,7 @@ impl HubTask {
     }
 
     fn on_packet(&mut self, track: usize, rtcp: bool, data: Bytes) {
+        self.counters.received_bytes.inc_by(data.len() as u64);
         let Some(clock) = self.clocks.get_mut(track) else {
             return;
         };
