@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::MountTransport;
 use crate::freshness::{self, Freshness};
-use crate::hub::{Hub, HubSettings};
+use crate::hub::{Hub, HubOrigin, HubSettings};
 use crate::metrics::{LookupOutcome, Metrics, RevalidationResult};
 use crate::mounts::{OriginTiming, Resolved};
 use crate::origin::{
@@ -329,12 +329,11 @@ impl Catalog {
         let weak_slot = Arc::downgrade(&slot);
         let hub = Hub::spawn(
             resolved.key.clone(),
-            target,
+            HubOrigin { target, counters },
             described,
             start_npt,
             self.store.clone(),
             self.hub_settings,
-            counters,
             Box::new(move || {
                 if let (Some(catalog), Some(slot)) = (weak.upgrade(), weak_slot.upgrade()) {
                     catalog.forget_closed(&key, &slot);

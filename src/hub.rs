@@ -77,6 +77,13 @@ pub struct HubSettings {
     pub gop_max_bytes: usize,
 }
 
+/// The origin a hub's session goes to, and the counters of its traffic
+/// and failures (labelled with the mount, never the origin URL).
+pub struct HubOrigin {
+    pub target: OriginTarget,
+    pub counters: OriginCounters,
+}
+
 pub struct Hub {
     key: String,
     described: Described,
@@ -129,14 +136,14 @@ impl Hub {
     /// Creates the hub and its task. `on_close` runs once when it ends.
     pub fn spawn(
         key: String,
-        target: OriginTarget,
+        origin: HubOrigin,
         described: Described,
         start_npt: Option<f64>,
         store: Store,
         settings: HubSettings,
-        counters: OriginCounters,
         on_close: Box<dyn FnOnce() + Send>,
     ) -> Arc<Hub> {
+        let HubOrigin { target, counters } = origin;
         let (tx, _) = broadcast::channel(settings.queue_packets.max(16));
         let (players, players_rx) = watch::channel(0);
         let (cmd, cmd_rx) = mpsc::channel(16);
