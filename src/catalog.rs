@@ -451,6 +451,23 @@ mod tests {
         catalog: Arc<Catalog>,
         origin: FakeOrigin,
         resolved: Resolved,
+        metrics: Arc<Metrics>,
+    }
+
+    impl Setup {
+        /// `streamcache_cache_lookups_total{outcome}` so far.
+        fn lookups(&self, outcome: &str) -> Option<f64> {
+            self.metrics.sample(&format!(
+                "streamcache_cache_lookups_total{{outcome=\"{outcome}\"}}"
+            ))
+        }
+
+        /// `streamcache_cache_revalidations_total{result}` so far.
+        fn revalidations(&self, result: &str) -> Option<f64> {
+            self.metrics.sample(&format!(
+                "streamcache_cache_revalidations_total{{result=\"{result}\"}}"
+            ))
+        }
     }
 
     /// A catalog whose store holds the fake origin's title, complete, with
@@ -504,12 +521,13 @@ mod tests {
             reconnect_attempts: 0,
             gop_max_bytes: 1 << 20,
         };
+        let metrics = Arc::new(Metrics::new());
         let catalog = Catalog::new(
             store.clone(),
             timing,
             settings,
             Duration::from_secs(3600),
-            Arc::new(Metrics::new()),
+            Arc::clone(&metrics),
         );
         Setup {
             _dir: dir,
@@ -517,6 +535,7 @@ mod tests {
             catalog,
             origin,
             resolved,
+            metrics,
         }
     }
 
@@ -530,6 +549,8 @@ mod tests {
             Lookup::Hit(_)
         ));
         assert!(s.origin.log().is_empty());
+        assert_eq!(s.lookups("hit"), Some(1.0));
+        assert_eq!(s.lookups("miss"), None);
     }
 
     #[tokio::test]
@@ -553,6 +574,9 @@ mod tests {
             Lookup::Hit(_)
         ));
         assert_eq!(s.origin.count("DESCRIBE"), 1);
+        assert_eq!(s.lookups("revalidated"), Some(1.0));
+        assert_eq!(s.lookups("hit"), Some(1.0));
+        assert_eq!(s.revalidations("not_modified"), Some(1.0));
     }
 
     #[tokio::test]
@@ -570,6 +594,8 @@ mod tests {
             Some("Wed, 07 Feb 2024 10:00:00 GMT")
         );
         assert!(s.store.metadata(&s.resolved.key).unwrap().is_none());
+        assert_eq!(s.lookups("miss"), Some(1.0));
+        assert_eq!(s.revalidations("changed"), Some(1.0));
     }
 
     #[tokio::test]
@@ -598,6 +624,8 @@ mod tests {
             s.catalog.lookup(&s.resolved, false).await,
             Lookup::Hit(_)
         ));
+        assert_eq!(s.lookups("stale"), Some(1.0));
+        assert_eq!(s.revalidations("failed"), Some(1.0));
         for strict in [
             "max-age=60, must-revalidate",
             "proxy-revalidate, max-age=60",
@@ -611,6 +639,7 @@ mod tests {
                 ),
                 "{strict}"
             );
+            assert_eq!(s.lookups("unavailable"), Some(1.0), "{strict}");
         }
     }
 

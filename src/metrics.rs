@@ -218,6 +218,17 @@ impl Metrics {
         out
     }
 
+    /// The value of one series, e.g. `streamcache_x_total{mount="/a"}`, as
+    /// encoded now (for tests).
+    #[cfg(test)]
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        self.encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// The counters of one player session on `mount`.
     pub fn player(&self, mount: &str) -> PlayerCounters {
         let labels = MountLabels {
@@ -388,14 +399,6 @@ impl Collector for SessionsCollector {
 mod tests {
     use super::*;
 
-    /// The value of the sample `name{labels}` in the exposition text.
-    fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    }
-
     #[test]
     fn counters_show_with_their_labels() {
         let m = Metrics::new();
@@ -413,8 +416,7 @@ mod tests {
             origin: "rtsp://o/x".into(),
         });
         origin.described_in(std::time::Duration::from_millis(30));
-        let text = m.encode();
-        let s = |n| sample(&text, n);
+        let s = |n| m.sample(n);
         assert_eq!(
             s("streamcache_player_sent_bytes_total{mount=\"/cams\"}"),
             Some(1234.0)
@@ -459,37 +461,13 @@ mod tests {
         let census = std::sync::Arc::new(Mutex::new(vec![("playing", "tcp"), ("playing", "tcp")]));
         let shared = std::sync::Arc::clone(&census);
         m.watch_sessions(move || shared.lock().unwrap().clone());
-        let text = m.encode();
-        assert_eq!(
-            sample(
-                &text,
-                "streamcache_sessions{state=\"playing\",transport=\"tcp\"}"
-            ),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                "streamcache_sessions{state=\"paused\",transport=\"udp\"}"
-            ),
-            Some(0.0)
-        );
+        let playing_tcp = "streamcache_sessions{state=\"playing\",transport=\"tcp\"}";
+        let paused_udp = "streamcache_sessions{state=\"paused\",transport=\"udp\"}";
+        assert_eq!(m.sample(playing_tcp), Some(2.0));
+        assert_eq!(m.sample(paused_udp), Some(0.0));
         *census.lock().unwrap() = vec![("paused", "udp")];
-        let text = m.encode();
-        assert_eq!(
-            sample(
-                &text,
-                "streamcache_sessions{state=\"playing\",transport=\"tcp\"}"
-            ),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                "streamcache_sessions{state=\"paused\",transport=\"udp\"}"
-            ),
-            Some(1.0)
-        );
+        assert_eq!(m.sample(playing_tcp), Some(0.0));
+        assert_eq!(m.sample(paused_udp), Some(1.0));
     }
 
     #[test]
