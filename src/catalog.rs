@@ -97,7 +97,7 @@ impl Catalog {
     /// Each lookup is counted once in `streamcache_cache_lookups_total`.
     pub async fn lookup(self: &Arc<Self>, resolved: &Resolved, only_if_cached: bool) -> Lookup {
         let (outcome, lookup) = match self.stored(&resolved.key) {
-            None => (LookupOutcome::Miss, Lookup::Miss(None)),
+            None => (self.not_held(&resolved.key), Lookup::Miss(None)),
             Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(&resolved.key);
@@ -139,6 +139,18 @@ impl Catalog {
         Some((title, freshness))
     }
 
+    /// How a lookup of a title the store does not hold completely counts:
+    /// `Partial` when it holds part of an on-demand title (its range has an
+    /// end; a live recording is never replayed as live).
+    fn not_held(&self, key: &str) -> LookupOutcome {
+        match self.store.metadata(key) {
+            Ok(Some(meta)) if meta.range.is_some_and(|r| r.end_ns.is_some()) => {
+                LookupOutcome::Partial
+            }
+            _ => LookupOutcome::Miss,
+        }
+    }
+
     /// Revalidates a stale title under its key's lock, so that players
     /// arriving together send one conditional DESCRIBE.
     async fn revalidate(self: &Arc<Self>, resolved: &Resolved) -> (LookupOutcome, Lookup) {
@@ -147,7 +159,7 @@ impl Catalog {
         let current = slot.lock().await;
         // Another player may have revalidated (or replaced) it meanwhile.
         let lookup = match self.stored(key) {
-            None => (LookupOutcome::Miss, Lookup::Miss(None)),
+            None => (self.not_held(key), Lookup::Miss(None)),
             Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(key);
@@ -641,6 +653,26 @@ mod tests {
             );
             assert_eq!(s.lookups("unavailable"), Some(1.0), "{strict}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_partly_held_vod_title_counts_as_partial_a_live_recording_as_a_miss() {
+        let s = setup(Script::default(), "max-age=600", Duration::ZERO).await;
+        let mut meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
+        for (end_ns, outcome) in [(Some(10_000_000_000), "partial"), (None, "miss")] {
+            meta.range = Some(streamcache_cache::NptRange {
+                start_ns: 0,
+                end_ns,
+            });
+            let writer = s.store.open_writer(&s.resolved.key, meta.clone()).unwrap();
+            writer.finish(PresentationState::Partial).unwrap();
+            assert!(matches!(
+                s.catalog.lookup(&s.resolved, false).await,
+                Lookup::Miss(None)
+            ));
+            assert_eq!(s.lookups(outcome), Some(1.0), "{outcome}");
+        }
+        assert!(s.origin.log().is_empty());
     }
 
     #[tokio::test]

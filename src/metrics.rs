@@ -65,7 +65,12 @@ pub enum LookupOutcome {
     /// Served from the store although stale: the origin could not be
     /// reached and the rules allow it.
     Stale,
-    /// Not in the store (or incomplete, changed, not storable): from the origin.
+    /// The store holds part of an on-demand title (a fill is running, or
+    /// an earlier one was cut short): played from the store while the
+    /// origin supplies the rest.
+    Partial,
+    /// Not in the store (or changed, not storable, a live stream): from the
+    /// origin.
     Miss,
     /// The player's `Cache-Control: no-cache`: from the origin without
     /// looking at the store.
@@ -81,6 +86,7 @@ impl LookupOutcome {
             LookupOutcome::Hit => "hit",
             LookupOutcome::Revalidated => "revalidated",
             LookupOutcome::Stale => "stale",
+            LookupOutcome::Partial => "partial",
             LookupOutcome::Miss => "miss",
             LookupOutcome::Bypass => "bypass",
             LookupOutcome::Unavailable => "unavailable",
