@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use streamcache_cache::{CacheError, CacheHeaders as StoreCacheHeaders};
 use streamcache_cache::{Metadata, PresentationState, Store};
@@ -28,7 +28,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::MountTransport;
 use crate::freshness::{self, Freshness};
-use crate::hub::{Hub, HubSettings};
+use crate::hub::{Hub, HubOrigin, HubSettings};
+use crate::metrics::{LookupOutcome, Metrics, RevalidationResult};
 use crate::mounts::{OriginTiming, Resolved};
 use crate::origin::{
     self, CacheHeaders, Described, OriginError, OriginTarget, Revalidation, Stored, TransportPref,
@@ -65,6 +66,7 @@ pub struct Catalog {
     /// Freshness lifetime of titles whose origin sent no cache headers.
     default_fresh: Duration,
     slots: Mutex<HashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Catalog {
@@ -73,6 +75,7 @@ impl Catalog {
         timing: OriginTiming,
         hub_settings: HubSettings,
         default_fresh: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Catalog> {
         Arc::new(Catalog {
             store,
@@ -80,6 +83,7 @@ impl Catalog {
             hub_settings,
             default_fresh,
             slots: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -90,17 +94,22 @@ impl Catalog {
     /// Whether the store may serve a title, revalidating it at the origin if
     /// it is stale. With `only_if_cached` the origin is never contacted: a
     /// stale title is then a miss.
+    /// Each lookup is counted once in `streamcache_cache_lookups_total`.
     pub async fn lookup(self: &Arc<Self>, resolved: &Resolved, only_if_cached: bool) -> Lookup {
-        match self.stored(&resolved.key) {
-            None => Lookup::Miss(None),
-            Some((title, Freshness::Fresh)) => Lookup::Hit(title),
+        let (outcome, lookup) = match self.stored(&resolved.key) {
+            None => (self.not_held(&resolved.key), Lookup::Miss(None)),
+            Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(&resolved.key);
-                Lookup::Miss(None)
+                (LookupOutcome::Miss, Lookup::Miss(None))
             }
-            Some((_, Freshness::Stale { .. })) if only_if_cached => Lookup::Miss(None),
+            Some((_, Freshness::Stale { .. })) if only_if_cached => {
+                (LookupOutcome::Miss, Lookup::Miss(None))
+            }
             Some((_, Freshness::Stale { .. })) => self.revalidate(resolved).await,
-        }
+        };
+        self.metrics.lookup(outcome);
+        lookup
     }
 
     /// The complete stored title of a key and what the cache rules say
@@ -130,19 +139,31 @@ impl Catalog {
         Some((title, freshness))
     }
 
+    /// How a lookup of a title the store does not hold completely counts:
+    /// `Partial` when it holds part of an on-demand title (its range has an
+    /// end; a live recording is never replayed as live).
+    fn not_held(&self, key: &str) -> LookupOutcome {
+        match self.store.metadata(key) {
+            Ok(Some(meta)) if meta.range.is_some_and(|r| r.end_ns.is_some()) => {
+                LookupOutcome::Partial
+            }
+            _ => LookupOutcome::Miss,
+        }
+    }
+
     /// Revalidates a stale title under its key's lock, so that players
     /// arriving together send one conditional DESCRIBE.
-    async fn revalidate(self: &Arc<Self>, resolved: &Resolved) -> Lookup {
+    async fn revalidate(self: &Arc<Self>, resolved: &Resolved) -> (LookupOutcome, Lookup) {
         let key = &resolved.key;
         let slot = self.slot(key);
         let current = slot.lock().await;
         // Another player may have revalidated (or replaced) it meanwhile.
         let lookup = match self.stored(key) {
-            None => Lookup::Miss(None),
-            Some((title, Freshness::Fresh)) => Lookup::Hit(title),
+            None => (self.not_held(key), Lookup::Miss(None)),
+            Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
             Some((_, Freshness::NotStorable)) => {
                 self.discard(key);
-                Lookup::Miss(None)
+                (LookupOutcome::Miss, Lookup::Miss(None))
             }
             Some((title, Freshness::Stale { strict })) => {
                 self.ask_origin(resolved, title, strict).await
@@ -160,38 +181,68 @@ impl Catalog {
         resolved: &Resolved,
         title: Arc<CachedTitle>,
         strict: bool,
-    ) -> Lookup {
+    ) -> (LookupOutcome, Lookup) {
         let key = &resolved.key;
         let stored_headers = origin_headers(&title.metadata.cache_headers);
         let stored = Stored {
             cache_headers: &stored_headers,
             sdp_text: &title.metadata.sdp,
         };
-        match origin::revalidate(&self.target(resolved), stored).await {
+        let counters = self.metrics.origin(&resolved.mount.path);
+        let asked = Instant::now();
+        let answer = origin::revalidate(&self.target(resolved), stored).await;
+        match &answer {
+            Ok(_) => counters.described_in(asked.elapsed()),
+            Err(e) => counters.failed(e),
+        }
+        let (result, outcome, lookup) = match answer {
             Ok(Revalidation::NotModified(headers)) => {
                 info!(key = %key, "stored title still current");
-                Lookup::Hit(self.mark_validated(&title, &headers).await)
+                let title = self.mark_validated(&title, &headers).await;
+                (
+                    RevalidationResult::NotModified,
+                    LookupOutcome::Revalidated,
+                    Lookup::Hit(title),
+                )
             }
             Ok(Revalidation::Changed(described)) => {
                 info!(key = %key, "title changed at the origin: fetching it again");
                 self.replace(key);
-                Lookup::Miss(Some(described))
+                (
+                    RevalidationResult::Changed,
+                    LookupOutcome::Miss,
+                    Lookup::Miss(Some(described)),
+                )
             }
             Err(OriginError::Status { status, .. }) if (400..500).contains(&status) => {
                 // Gone or refused: the origin's answer is the player's.
                 info!(key = %key, status, "origin refuses the stored title: dropping it");
                 self.replace(key);
-                Lookup::Miss(None)
+                (
+                    RevalidationResult::Refused,
+                    LookupOutcome::Miss,
+                    Lookup::Miss(None),
+                )
             }
             Err(e) if strict => {
                 warn!(key = %key, error = %e, "cannot revalidate a title that must be: 504");
-                Lookup::Unavailable
+                (
+                    RevalidationResult::Failed,
+                    LookupOutcome::Unavailable,
+                    Lookup::Unavailable,
+                )
             }
             Err(e) => {
                 warn!(key = %key, error = %e, "cannot revalidate: serving the stale copy");
-                Lookup::Hit(title)
+                (
+                    RevalidationResult::Failed,
+                    LookupOutcome::Stale,
+                    Lookup::Hit(title),
+                )
             }
-        }
+        };
+        self.metrics.revalidation(result);
+        (outcome, lookup)
     }
 
     /// Stores the new cache headers and validation time of a title the
@@ -260,13 +311,22 @@ impl Catalog {
             return Ok(Arc::clone(hub));
         }
         let target = self.target(resolved);
+        let counters = self.metrics.origin(&resolved.mount.path);
         let described = match described {
             Some(d) => Ok(*d),
-            None => origin::describe(&target).await,
+            None => {
+                let asked = Instant::now();
+                let described = origin::describe(&target).await;
+                if described.is_ok() {
+                    counters.described_in(asked.elapsed());
+                }
+                described
+            }
         };
         let described = match described {
             Ok(d) => d,
             Err(e) => {
+                counters.failed(&e);
                 if current.is_none() {
                     drop(current);
                     self.forget(&resolved.key, &slot);
@@ -281,7 +341,7 @@ impl Catalog {
         let weak_slot = Arc::downgrade(&slot);
         let hub = Hub::spawn(
             resolved.key.clone(),
-            target,
+            HubOrigin { target, counters },
             described,
             start_npt,
             self.store.clone(),
@@ -428,6 +488,23 @@ mod tests {
         catalog: Arc<Catalog>,
         origin: FakeOrigin,
         resolved: Resolved,
+        metrics: Arc<Metrics>,
+    }
+
+    impl Setup {
+        /// `streamcache_cache_lookups_total{outcome}` so far.
+        fn lookups(&self, outcome: &str) -> Option<f64> {
+            self.metrics.sample(&format!(
+                "streamcache_cache_lookups_total{{outcome=\"{outcome}\"}}"
+            ))
+        }
+
+        /// `streamcache_cache_revalidations_total{result}` so far.
+        fn revalidations(&self, result: &str) -> Option<f64> {
+            self.metrics.sample(&format!(
+                "streamcache_cache_revalidations_total{{result=\"{result}\"}}"
+            ))
+        }
     }
 
     /// A catalog whose store holds the fake origin's title, complete, with
@@ -482,13 +559,21 @@ mod tests {
             reconnect_attempts: 0,
             gop_max_bytes: 1 << 20,
         };
-        let catalog = Catalog::new(store.clone(), timing, settings, Duration::from_secs(3600));
+        let metrics = Arc::new(Metrics::new());
+        let catalog = Catalog::new(
+            store.clone(),
+            timing,
+            settings,
+            Duration::from_secs(3600),
+            Arc::clone(&metrics),
+        );
         Setup {
             _dir: dir,
             store,
             catalog,
             origin,
             resolved,
+            metrics,
         }
     }
 
@@ -502,6 +587,8 @@ mod tests {
             Lookup::Hit(_)
         ));
         assert!(s.origin.log().is_empty());
+        assert_eq!(s.lookups("hit"), Some(1.0));
+        assert_eq!(s.lookups("miss"), None);
     }
 
     #[tokio::test]
@@ -525,6 +612,9 @@ mod tests {
             Lookup::Hit(_)
         ));
         assert_eq!(s.origin.count("DESCRIBE"), 1);
+        assert_eq!(s.lookups("revalidated"), Some(1.0));
+        assert_eq!(s.lookups("hit"), Some(1.0));
+        assert_eq!(s.revalidations("not_modified"), Some(1.0));
     }
 
     #[tokio::test]
@@ -542,6 +632,8 @@ mod tests {
             Some("Wed, 07 Feb 2024 10:00:00 GMT")
         );
         assert!(s.store.metadata(&s.resolved.key).unwrap().is_none());
+        assert_eq!(s.lookups("miss"), Some(1.0));
+        assert_eq!(s.revalidations("changed"), Some(1.0));
     }
 
     #[tokio::test]
@@ -570,6 +662,8 @@ mod tests {
             s.catalog.lookup(&s.resolved, false).await,
             Lookup::Hit(_)
         ));
+        assert_eq!(s.lookups("stale"), Some(1.0));
+        assert_eq!(s.revalidations("failed"), Some(1.0));
         for strict in [
             "max-age=60, must-revalidate",
             "proxy-revalidate, max-age=60",
@@ -583,7 +677,28 @@ mod tests {
                 ),
                 "{strict}"
             );
+            assert_eq!(s.lookups("unavailable"), Some(1.0), "{strict}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_partly_held_vod_title_counts_as_partial_a_live_recording_as_a_miss() {
+        let s = setup(Script::default(), "max-age=600", Duration::ZERO).await;
+        let mut meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
+        for (end_ns, outcome) in [(Some(10_000_000_000), "partial"), (None, "miss")] {
+            meta.range = Some(streamcache_cache::NptRange {
+                start_ns: 0,
+                end_ns,
+            });
+            let writer = s.store.open_writer(&s.resolved.key, meta.clone()).unwrap();
+            writer.finish(PresentationState::Partial).unwrap();
+            assert!(matches!(
+                s.catalog.lookup(&s.resolved, false).await,
+                Lookup::Miss(None)
+            ));
+            assert_eq!(s.lookups(outcome), Some(1.0), "{outcome}");
+        }
+        assert!(s.origin.log().is_empty());
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::OriginCounters;
 use crate::origin::{
     Backoff, Described, EndReason, OriginError, OriginEvent, OriginSession, OriginTarget,
 };
@@ -74,6 +75,13 @@ pub struct HubSettings {
     /// Upper bound of the GOP buffer; a stream without keyframes this often
     /// just gives late joiners no backlog.
     pub gop_max_bytes: usize,
+}
+
+/// The origin a hub's session goes to, and the counters of its traffic
+/// and failures (labelled with the mount, never the origin URL).
+pub struct HubOrigin {
+    pub target: OriginTarget,
+    pub counters: OriginCounters,
 }
 
 pub struct Hub {
@@ -131,13 +139,14 @@ impl Hub {
     /// Creates the hub and its task. `on_close` runs once when it ends.
     pub fn spawn(
         key: String,
-        target: OriginTarget,
+        origin: HubOrigin,
         described: Described,
         start_npt: Option<f64>,
         store: Store,
         settings: HubSettings,
         on_close: Box<dyn FnOnce() + Send>,
     ) -> Arc<Hub> {
+        let HubOrigin { target, counters } = origin;
         let (tx, _) = broadcast::channel(settings.queue_packets.max(16));
         let (players, players_rx) = watch::channel(0);
         let (cmd, cmd_rx) = mpsc::channel(16);
@@ -158,7 +167,7 @@ impl Hub {
             players,
             cmd,
         });
-        let task = HubTask::new(Arc::clone(&hub), target, store, settings);
+        let task = HubTask::new(Arc::clone(&hub), target, store, settings, counters);
         tokio::spawn(async move {
             task.run(cmd_rx, players_rx).await;
             on_close();
@@ -382,10 +391,17 @@ struct HubTask {
     failed: bool,
     backoff: Backoff,
     reconnects_left: u32,
+    counters: OriginCounters,
 }
 
 impl HubTask {
-    fn new(hub: Arc<Hub>, target: OriginTarget, store: Store, settings: HubSettings) -> HubTask {
+    fn new(
+        hub: Arc<Hub>,
+        target: OriginTarget,
+        store: Store,
+        settings: HubSettings,
+        counters: OriginCounters,
+    ) -> HubTask {
         let clocks: Vec<TrackClock> = hub
             .described
             .tracks
@@ -417,6 +433,7 @@ impl HubTask {
             failed: false,
             backoff: Backoff::default(),
             reconnects_left: settings.reconnect_attempts,
+            counters,
         }
     }
 
@@ -428,6 +445,9 @@ impl HubTask {
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Start(reply)) => {
                         let result = self.ensure_started().await;
+                        if let Err(e) = &result {
+                            self.counters.failed(e);
+                        }
                         let _ = reply.send(result);
                     }
                     Some(Cmd::Stop) => {
@@ -515,6 +535,7 @@ impl HubTask {
         match reason {
             EndReason::Failed(e) => {
                 warn!(key = %self.hub.key, origin = %self.target.url, error = %e, "origin session failed");
+                self.counters.failed(&e);
                 self.failed = true;
                 if self.hub.live && self.reconnects_left > 0 {
                     self.reconnects_left -= 1;
@@ -581,6 +602,7 @@ impl HubTask {
     }
 
     fn on_packet(&mut self, track: usize, rtcp: bool, data: Bytes) {
+        self.counters.received_bytes.inc_by(data.len() as u64);
         let Some(clock) = self.clocks.get_mut(track) else {
             return;
         };

@@ -196,6 +196,8 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
         info!(path = %mount.path, origin = %mount.origin, transport = ?mount.transport, "mount");
     }
     let timing = OriginTiming::from_config(config);
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch_store(store.clone());
     let catalog = Catalog::new(
         store,
         timing,
@@ -206,6 +208,7 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
             gop_max_bytes: 8 << 20,
         },
         Duration::from_secs(config.cache.default_fresh_secs),
+        Arc::clone(&metrics),
     );
     let listen = config
         .rtsp
@@ -224,7 +227,7 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
     let server = serve::Server::new(
         catalog,
         mounts,
-        Arc::new(Metrics::new()),
+        metrics,
         limits,
         config.rtsp.session_timeout(),
         local,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     entries: Mutex<HashMap<String, Arc<Presentation>>>,
     pub syncer: Syncer,
     mode: Mode,
+    /// Presentations evicted for the budget since the store was opened.
+    evictions: AtomicU64,
     /// Held for the store's lifetime: the directory lock (not taken
     /// read-only).
     _lock: Option<File>,
@@ -160,6 +162,7 @@ impl Store {
             entries: Mutex::new(entries),
             syncer,
             mode,
+            evictions: AtomicU64::new(0),
             _lock: lock,
         };
         Ok((
@@ -358,6 +361,12 @@ impl Store {
         self.inner.cfg
     }
 
+    /// Presentations evicted to stay under the budget since the store was
+    /// opened (purges are not counted).
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
@@ -437,6 +446,7 @@ impl Inner {
             .iter()
             .map(|p| {
                 info!(key = %p.key, bytes = p.bytes.load(Ordering::Relaxed), "evicting");
+                self.evictions.fetch_add(1, Ordering::Relaxed);
                 self.remove(p);
                 p.key.clone()
             })

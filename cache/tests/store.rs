@@ -302,7 +302,9 @@ fn eviction_is_least_recently_played_first_and_skips_pinned() {
     let store = open(dir.path(), config(each * 2 + each / 2));
     drop(store.open_reader("a").unwrap());
     let pinned = store.open_reader("b").unwrap().unwrap();
+    assert_eq!(store.evictions(), 0);
     assert_eq!(store.evict_to_budget(), ["c"]);
+    assert_eq!(store.evictions(), 1);
     assert!(store.used_bytes() <= each * 2 + each / 2);
     drop(store);
 
@@ -325,6 +327,7 @@ fn a_growing_writer_evicts_old_entries() {
         store.metadata("old").unwrap().is_none(),
         "evicted to make room"
     );
+    assert_eq!(store.evictions(), 1);
     assert_eq!(read_all(&store, "new").len(), 300);
 
     // A writer that cannot fit even after evicting stops with an error.

@@ -13,9 +13,12 @@
 //! - [`auth`]: Basic and Digest authentication, client and server side.
 //! - [`rtp`]: RTP header view and rewrite, H.264/H.265 random-access
 //!   detection, RTCP sender/receiver reports and BYE.
+//! - [`loss`]: packet loss from the cumulative totals of players' RTCP
+//!   reception reports.
 
 pub mod auth;
 pub mod framing;
+pub mod loss;
 pub mod range;
 pub mod rtp;
 pub mod sdp;

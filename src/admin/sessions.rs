@@ -20,12 +20,14 @@ pub fn list(server: &Server) -> Response<Body> {
                 "mount": s.mount,
                 "path": s.path,
                 "transport": s.transport,
-                "state": if s.playing { "playing" } else { "ready" },
+                "state": s.state,
                 "bytes_sent": s.bytes_sent,
                 "since_secs": s.since.as_secs_f64(),
                 "started_at": httpdate::fmt_http_date(s.started_at),
                 "started_at_unix": unix_secs(s.started_at),
                 "source": s.source,
+                "cache": s.cache,
+                "user": s.user,
             })
         })
         .collect();

@@ -119,11 +119,16 @@ async fn handle_frame(server: &Arc<Server>, conn: &mut Conn, frame: Frame) -> bo
             }
             !close
         }
-        // RTCP receiver reports (or anything else) from the player: it is alive.
-        Frame::Interleaved { .. } => {
+        // RTCP receiver reports (or anything else) from the player: it is
+        // alive; the reports on a track's RTCP channel also count its losses.
+        Frame::Interleaved { channel, payload } => {
             for id in &conn.sessions {
                 if let Some(session) = server.sessions.get(id) {
-                    session.touch();
+                    if session.is_rtcp_channel(channel) {
+                        session.player_rtcp(&payload);
+                    } else {
+                        session.touch();
+                    }
                 }
             }
             true

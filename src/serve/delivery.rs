@@ -56,6 +56,10 @@ impl TrackDelivery {
     pub fn uses_channel(&self, channel: u8) -> bool {
         matches!(self, TrackDelivery::Interleaved { rtp, rtcp, .. } if *rtp == channel || *rtcp == channel)
     }
+
+    pub fn is_rtcp_channel(&self, channel: u8) -> bool {
+        matches!(self, TrackDelivery::Interleaved { rtcp, .. } if *rtcp == channel)
+    }
 }
 
 /// Most packets framed into one TCP write.

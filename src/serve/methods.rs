@@ -26,6 +26,7 @@ use super::session::{PlayerSession, Source};
 use super::Server;
 use crate::catalog::{CachedTitle, Lookup};
 use crate::hub::{Hub, HubError, HubPacket, PlayerGuard, Subscription};
+use crate::metrics::LookupOutcome;
 use crate::mounts::{track_suffix, Resolved};
 use crate::playback::{Control, Playback};
 use crate::timing::secs_to_ns;
@@ -220,6 +221,7 @@ async fn source_for(
 ) -> Result<Source, Reply> {
     let cc = PlayerCacheControl::of(request);
     let described = if cc.no_cache {
+        server.metrics.lookup(LookupOutcome::Bypass);
         None
     } else {
         match server.catalog.lookup(resolved, cc.only_if_cached).await {
@@ -429,10 +431,10 @@ async fn udp_delivery(
     let weak = Arc::downgrade(session);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((_, from)) = listener.recv_from(&mut buf).await {
+        while let Ok((len, from)) = listener.recv_from(&mut buf).await {
             let Some(session) = weak.upgrade() else { break };
             if from.ip() == player_ip {
-                session.touch();
+                session.player_rtcp(&buf[..len]);
             }
         }
     });
@@ -468,13 +470,17 @@ async fn play(
         .request_uri()
         .map(|u| u.as_str().trim_end_matches('/').to_owned())
         .unwrap_or_default();
-    match session.source.clone() {
+    let (reply, after) = match session.source.clone() {
         Source::Hub(hub) if hub.relays_to_players() => {
             play_live(server, &session, &hub, &base).await
         }
         Source::Hub(hub) => play_filling(server, request, &session, &hub, &base).await,
         Source::Cache(title) => play_cached(server, request, &session, &title, &base, None).await,
+    };
+    if reply.status == StatusCode::Ok {
+        session.set_paused(false);
     }
+    (reply, after)
 }
 
 async fn play_live(
@@ -724,6 +730,7 @@ async fn pause(session: Option<Arc<PlayerSession>>) -> Reply {
         // Live: the player resumes at the latest keyframe when it plays again.
         None => session.stop(),
     }
+    session.set_paused(true);
     Reply::ok().header(headers::SESSION, session.id.clone())
 }
 

@@ -66,8 +66,8 @@ impl Server {
         Arc::new(Server {
             catalog,
             mounts: RwLock::new(Arc::new(mounts)),
-            metrics,
-            sessions: Sessions::new(session_timeout),
+            metrics: Arc::clone(&metrics),
+            sessions: Sessions::new(session_timeout, metrics),
             limits,
             local_addr,
             next_conn: AtomicU64::new(1),

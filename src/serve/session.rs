@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use rand::Rng;
+use streamcache_rtsp::loss::LossTracker;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -21,6 +22,7 @@ use super::cache_status::CacheStatus;
 use super::delivery::TrackDelivery;
 use crate::catalog::CachedTitle;
 use crate::hub::Hub;
+use crate::metrics::{Metrics, PlayerCounters};
 use crate::mounts::Resolved;
 use crate::playback::Control;
 
@@ -78,6 +80,8 @@ pub struct PlayerSession {
     pub user: Option<String>,
     pub cache_status: CacheStatus,
     state: Mutex<State>,
+    /// Set when the session enters the table.
+    counters: OnceLock<PlayerCounters>,
 }
 
 #[derive(Default)]
@@ -89,6 +93,10 @@ struct State {
     playback: Option<mpsc::Sender<Control>>,
     last_seen: Option<Instant>,
     bytes_sent: u64,
+    /// PAUSEd and not PLAYed since.
+    paused: bool,
+    /// Loss the player reported in its RTCP.
+    loss: LossTracker,
 }
 
 impl PlayerSession {
@@ -113,6 +121,7 @@ impl PlayerSession {
                 last_seen: Some(Instant::now()),
                 ..State::default()
             }),
+            counters: OnceLock::new(),
         })
     }
 
@@ -137,6 +146,14 @@ impl PlayerSession {
 
     pub fn tracks(&self) -> BTreeMap<usize, TrackDelivery> {
         self.lock().tracks.clone()
+    }
+
+    /// Whether `channel` carries RTCP of one of this session's tracks.
+    pub fn is_rtcp_channel(&self, channel: u8) -> bool {
+        self.lock()
+            .tracks
+            .values()
+            .any(|t| t.is_rtcp_channel(channel))
     }
 
     /// Interleaved channels already taken by this session's tracks.
@@ -183,19 +200,56 @@ impl PlayerSession {
 
     pub fn add_bytes(&self, n: u64) {
         self.lock().bytes_sent += n;
+        if let Some(counters) = self.counters.get() {
+            counters.sent_bytes.inc_by(n);
+        }
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+    }
+
+    /// RTCP from the player: it is alive, and its reception reports say
+    /// how many packets it lost. Malformed RTCP only keeps it alive.
+    pub fn player_rtcp(&self, data: &[u8]) {
+        let lost = {
+            let mut state = self.lock();
+            state.last_seen = Some(Instant::now());
+            state.loss.on_rtcp(data).unwrap_or(0)
+        };
+        if let (Some(counters), 1..) = (self.counters.get(), lost) {
+            counters.rtp_lost.inc_by(lost);
+        }
+    }
+
+    /// `ready` (set up, not sending), `playing` or `paused`.
+    fn play_state(&self) -> &'static str {
+        let state = self.lock();
+        if state.paused {
+            "paused"
+        } else if state.forwarder.as_ref().is_some_and(|f| !f.is_finished()) {
+            "playing"
+        } else {
+            "ready"
+        }
+    }
+
+    /// `tcp` when the media goes over the RTSP connection, else `udp`.
+    fn transport(&self) -> &'static str {
+        let interleaved = self.interleaved_conn.lock().is_ok_and(|c| c.is_some())
+            || self
+                .tracks()
+                .values()
+                .any(|t| matches!(t, TrackDelivery::Interleaved { .. }));
+        if interleaved {
+            "tcp"
+        } else {
+            "udp"
+        }
     }
 
     fn bytes_sent(&self) -> u64 {
         self.lock().bytes_sent
-    }
-
-    /// `tcp` when media goes over the RTSP connection, else `udp`.
-    fn transport(&self) -> &'static str {
-        if self.interleaved_conn.lock().map_or(true, |c| c.is_none()) {
-            "udp"
-        } else {
-            "tcp"
-        }
     }
 }
 
@@ -203,14 +257,32 @@ impl PlayerSession {
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<PlayerSession>>>,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
-    pub fn new(timeout: Duration) -> Arc<Sessions> {
-        Arc::new(Sessions {
+    /// The table; `metrics` reports its sessions by state and transport.
+    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> Arc<Sessions> {
+        let sessions = Arc::new(Sessions {
             map: Mutex::new(HashMap::new()),
             timeout,
-        })
+            metrics,
+        });
+        let weak = Arc::downgrade(&sessions);
+        sessions.metrics.watch_sessions(move || {
+            weak.upgrade()
+                .map(|sessions| sessions.census())
+                .unwrap_or_default()
+        });
+        sessions
+    }
+
+    /// The (state, transport) of every session.
+    fn census(&self) -> Vec<(&'static str, &'static str)> {
+        let all: Vec<Arc<PlayerSession>> = self.lock().values().cloned().collect();
+        all.iter()
+            .map(|s| (s.play_state(), s.transport()))
+            .collect()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -232,6 +304,9 @@ impl Sessions {
             user = session.user.as_deref().unwrap_or("-"),
             "session started"
         );
+        let _ = session
+            .counters
+            .set(self.metrics.player(&session.presentation.mount.path));
         self.lock().insert(session.id.clone(), session);
     }
 
@@ -301,10 +376,6 @@ impl Sessions {
         let mut list: Vec<SessionInfo> = sessions
             .iter()
             .map(|s| {
-                let tcp = s.interleaved_conn.lock().is_ok_and(|c| c.is_some())
-                    || s.tracks()
-                        .values()
-                        .any(|t| matches!(t, TrackDelivery::Interleaved { .. }));
                 let since = s.started.elapsed();
                 SessionInfo {
                     id: s.id.clone(),
@@ -312,12 +383,14 @@ impl Sessions {
                     mount: s.presentation.mount.path.clone(),
                     path: s.presentation.presentation_path.clone(),
                     key: s.presentation.key.clone(),
-                    transport: if tcp { "tcp" } else { "udp" },
-                    playing: s.is_playing(),
+                    transport: s.transport(),
+                    state: s.play_state(),
                     bytes_sent: s.bytes_sent(),
                     since,
                     started_at: now.checked_sub(since).unwrap_or(now),
                     source: s.source.kind(),
+                    cache: s.cache_status.to_string(),
+                    user: s.user.clone(),
                 }
             })
             .collect();
@@ -357,9 +430,14 @@ pub struct SessionInfo {
     pub path: String,
     pub key: String,
     pub transport: &'static str,
-    pub playing: bool,
+    /// `ready`, `playing` or `paused`.
+    pub state: &'static str,
     pub bytes_sent: u64,
     pub since: Duration,
     pub started_at: std::time::SystemTime,
     pub source: &'static str,
+    /// `hit`, `partial`, `miss`, `live` or `bypass`.
+    pub cache: String,
+    /// The authenticated user, on a mount with users.
+    pub user: Option<String>,
 }
