@@ -2,9 +2,9 @@
 //!
 //! A hub is created when a presentation is first described and lives until
 //! its last player has been gone for the configured linger (or the origin
-//! ends for good). A hub handed to a player for its DESCRIBE or SETUP also
-//! waits for that player's PLAY (see [`idle_deadline`]). Its task owns the origin session and the store writer; for
-//! every packet from the origin it
+//! ends for good); a hub handed to a player for its DESCRIBE or SETUP also
+//! waits for that player's PLAY (see [`idle_deadline`]). Its task owns the
+//! origin session and the store writer; for every packet from the origin it
 //!
 //! 1. records it in the store (`cache/`), with its media time and whether it
 //!    is a random-access point;
@@ -789,9 +789,10 @@ impl HubTask {
 /// otherwise close the hub between DESCRIBE and PLAY: the SETUP would then
 /// describe the title again and the PLAY find its hub closed (503).
 ///
-/// Waiting costs the origin little: a hub nobody has played opens no origin
-/// session. The grace does not hold a hub whose players all came and went
-/// (their PLAYs came after their claims), so the linger keeps its meaning.
+/// A hub nobody has played yet has no origin session: waiting for the first
+/// PLAY costs the origin nothing. Once players have come and gone (each PLAY
+/// came after its claim) only the linger counts, so it keeps its meaning; a
+/// player that asked since then keeps the origin session for at most `grace`.
 fn idle_deadline(
     idle_since: Instant,
     claimed_at: Option<Instant>,
