@@ -307,7 +307,8 @@ impl Catalog {
     ) -> Result<Arc<Hub>, OriginError> {
         let slot = self.slot(&resolved.key);
         let mut current = slot.lock().await;
-        if let Some(hub) = current.as_ref().filter(|h| h.joinable()) {
+        // Claimed: the hub waits for this player's PLAY (see `Hub::claim`).
+        if let Some(hub) = current.as_ref().filter(|h| h.claim()) {
             return Ok(Arc::clone(hub));
         }
         let target = self.target(resolved);
@@ -558,6 +559,7 @@ mod tests {
             linger: timing.linger,
             reconnect_attempts: 0,
             gop_max_bytes: 1 << 20,
+            setup_grace: Duration::from_secs(60),
         };
         let metrics = Arc::new(Metrics::new());
         let catalog = Catalog::new(

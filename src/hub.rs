@@ -2,8 +2,9 @@
 //!
 //! A hub is created when a presentation is first described and lives until
 //! its last player has been gone for the configured linger (or the origin
-//! ends for good). Its task owns the origin session and the store writer; for
-//! every packet from the origin it
+//! ends for good); a hub handed to a player for its DESCRIBE or SETUP also
+//! waits for that player's PLAY (see [`idle_deadline`]). Its task owns the
+//! origin session and the store writer; for every packet from the origin it
 //!
 //! 1. records it in the store (`cache/`), with its media time and whether it
 //!    is a random-access point;
@@ -75,6 +76,10 @@ pub struct HubSettings {
     /// Upper bound of the GOP buffer; a stream without keyframes this often
     /// just gives late joiners no backlog.
     pub gop_max_bytes: usize,
+    /// How long a hub handed to a player (DESCRIBE, SETUP) waits for that
+    /// player's PLAY, whatever the linger: the player session timeout, as
+    /// long as a player may take between requests.
+    pub setup_grace: Duration,
 }
 
 /// The origin a hub's session goes to, and the counters of its traffic
@@ -109,6 +114,11 @@ struct Shared {
     /// receiver sees the end (and gets its RTCP BYE) even while sessions
     /// still hold the hub.
     tx: Option<broadcast::Sender<HubPacket>>,
+    /// When the hub was last handed to a player that has yet to PLAY
+    /// ([`Hub::claim`], and its creation).
+    claimed_at: Option<Instant>,
+    /// When a player last attached (PLAY).
+    attached_at: Option<Instant>,
 }
 
 enum Cmd {
@@ -162,6 +172,8 @@ impl Hub {
             storable,
             shared: Mutex::new(Shared {
                 tx: Some(tx),
+                // Created for a player's DESCRIBE or SETUP.
+                claimed_at: Some(Instant::now()),
                 ..Shared::default()
             }),
             players,
@@ -183,12 +195,22 @@ impl Hub {
         &self.described
     }
 
+    /// Hands the hub to a player about to SETUP and PLAY it (its DESCRIBE or
+    /// SETUP), so that it waits for that PLAY (see [`idle_deadline`]); false
+    /// if it cannot be joined.
+    ///
     /// Every player of a presentation shares its hub: live players through
     /// the broadcast, on-demand players through the store the hub fills. An
     /// on-demand title that may not be stored is relayed to one player per
     /// origin session (a later player would join it mid-title).
-    pub fn joinable(&self) -> bool {
-        !self.lock().closed && (self.live || self.storable || *self.players.borrow() == 0)
+    pub fn claim(&self) -> bool {
+        let mut shared = self.lock();
+        let joinable =
+            !shared.closed && (self.live || self.storable || *self.players.borrow() == 0);
+        if joinable {
+            shared.claimed_at = Some(Instant::now());
+        }
+        joinable
     }
 
     /// True when players get the origin's packets through the broadcast
@@ -226,11 +248,11 @@ impl Hub {
     /// store) while the returned guard lives; the player reads the store.
     pub async fn hold(self: &Arc<Self>) -> Result<PlayerGuard, HubError> {
         let guard = {
-            let shared = self.lock();
+            let mut shared = self.lock();
             if shared.closed {
                 return Err(HubError::Closed);
             }
-            self.guard()
+            self.guard(&mut shared)
         };
         self.start().await?;
         Ok(guard)
@@ -257,21 +279,23 @@ impl Hub {
         }
     }
 
-    fn guard(self: &Arc<Self>) -> PlayerGuard {
+    /// Counts a player in; called with the shared state locked.
+    fn guard(self: &Arc<Self>, shared: &mut Shared) -> PlayerGuard {
+        shared.attached_at = Some(Instant::now());
         self.players.send_modify(|n| *n += 1);
         PlayerGuard(Arc::clone(self))
     }
 
     fn subscribe(self: &Arc<Self>) -> Result<Subscription, HubError> {
-        let shared = self.lock();
-        let tx = match (&shared.tx, shared.closed) {
-            (Some(tx), false) => tx,
+        let mut shared = self.lock();
+        let rx = match (&shared.tx, shared.closed) {
+            (Some(tx), false) => tx.subscribe(),
             _ => return Err(HubError::Closed),
         };
         Ok(Subscription {
             backlog: shared.gop.clone(),
-            rx: tx.subscribe(),
-            _guard: self.guard(),
+            rx,
+            _guard: self.guard(&mut shared),
         })
     }
 
@@ -305,6 +329,26 @@ impl Hub {
         if let Some(tx) = &shared.tx {
             let _ = tx.send(packet);
         }
+    }
+
+    /// Closes the hub if, with no player attached since `idle_since`, its
+    /// [`idle_deadline`] has passed; otherwise returns that deadline. Under
+    /// the lock that [`Hub::claim`] takes, so that no player is handed a
+    /// hub that is closing.
+    fn close_if_idle(&self, idle_since: Instant, settings: &HubSettings) -> Option<Instant> {
+        let mut shared = self.lock();
+        let deadline = idle_deadline(
+            idle_since,
+            shared.claimed_at,
+            shared.attached_at,
+            settings.linger,
+            settings.setup_grace,
+        );
+        if deadline > Instant::now() {
+            return Some(deadline);
+        }
+        shared.closed = true;
+        None
     }
 
     fn close(&self) {
@@ -438,7 +482,10 @@ impl HubTask {
     }
 
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut players: watch::Receiver<usize>) {
-        let mut linger_until = Some(Instant::now() + self.settings.linger);
+        // Since when no player has been attached; the hub was just created
+        // for a player's DESCRIBE or SETUP (a claim, see `idle_deadline`).
+        let mut idle_since = Instant::now();
+        let mut linger_until = Some(idle_since);
         let mut reconnect_at: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -471,11 +518,21 @@ impl HubTask {
                         break;
                     }
                     let count = *players.borrow_and_update();
-                    linger_until = (count == 0).then(|| Instant::now() + self.settings.linger);
+                    idle_since = Instant::now();
+                    linger_until = (count == 0).then_some(idle_since);
                 }
                 _ = sleep_until_opt(linger_until) => {
-                    info!(key = %self.hub.key, "no players left: closing origin session");
-                    break;
+                    if *players.borrow() > 0 {
+                        // A player attached while the hub was busy starting
+                        // the origin: its change is still to be seen.
+                        linger_until = None;
+                        continue;
+                    }
+                    linger_until = self.hub.close_if_idle(idle_since, &self.settings);
+                    if linger_until.is_none() {
+                        info!(key = %self.hub.key, "no players left: closing origin session");
+                        break;
+                    }
                 }
                 _ = sleep_until_opt(reconnect_at) => {
                     reconnect_at = None;
@@ -746,6 +803,34 @@ impl HubTask {
     }
 }
 
+/// When a hub with no player attached since `idle_since` closes: `linger`
+/// later; but a hub handed to a player for its DESCRIBE or SETUP
+/// (`claimed_at`) since the last player attached (`attached_at`) waits at
+/// least `grace` after that for the player's PLAY, whatever the linger.
+/// Before its PLAY a player is not attached, and a short linger (0 s) would
+/// otherwise close the hub between DESCRIBE and PLAY: the SETUP would then
+/// describe the title again and the PLAY find its hub closed (503).
+///
+/// A hub nobody has played yet has no origin session: waiting for the first
+/// PLAY costs the origin nothing. Once players have come and gone (each PLAY
+/// came after its claim) only the linger counts, so it keeps its meaning; a
+/// player that asked since then keeps the origin session for at most `grace`.
+fn idle_deadline(
+    idle_since: Instant,
+    claimed_at: Option<Instant>,
+    attached_at: Option<Instant>,
+    linger: Duration,
+    grace: Duration,
+) -> Instant {
+    let linger_end = idle_since + linger;
+    match claimed_at {
+        Some(claimed) if attached_at.is_none_or(|attached| claimed > attached) => {
+            linger_end.max(claimed + grace)
+        }
+        _ => linger_end,
+    }
+}
+
 async fn next_event(
     origin: &mut Option<(OriginSession, mpsc::Receiver<OriginEvent>)>,
 ) -> OriginEvent {
@@ -772,6 +857,48 @@ mod tests {
             last_rap_ts: None,
             unit: Vec::new(),
         }
+    }
+
+    const LINGER_0: Duration = Duration::ZERO;
+    const GRACE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_hub_not_played_yet_waits_the_grace_for_its_player_whatever_the_linger() {
+        let created = Instant::now();
+        // Just created for a DESCRIBE: the player's PLAY is still to come.
+        let deadline = idle_deadline(created, Some(created), None, LINGER_0, GRACE);
+        assert_eq!(deadline, created + GRACE);
+        // Handed to the player again by its SETUP: the grace restarts.
+        let setup = created + Duration::from_secs(5);
+        let deadline = idle_deadline(created, Some(setup), None, LINGER_0, GRACE);
+        assert_eq!(deadline, setup + GRACE);
+        // A linger longer than the grace still counts.
+        let long = Duration::from_secs(600);
+        let deadline = idle_deadline(created, Some(created), None, long, GRACE);
+        assert_eq!(deadline, created + long);
+    }
+
+    #[test]
+    fn a_hub_whose_players_have_left_closes_after_the_linger() {
+        let claimed = Instant::now();
+        let played = claimed + Duration::from_millis(10);
+        let left = played + Duration::from_secs(4);
+        let deadline = idle_deadline(left, Some(claimed), Some(played), LINGER_0, GRACE);
+        assert_eq!(deadline, left);
+        let linger = Duration::from_secs(10);
+        let deadline = idle_deadline(left, Some(claimed), Some(played), linger, GRACE);
+        assert_eq!(deadline, left + linger);
+    }
+
+    #[test]
+    fn a_player_handed_the_hub_after_the_last_play_is_waited_for() {
+        // Another player's DESCRIBE or SETUP came after the last PLAY: when
+        // the players still attached leave, its PLAY is still to come.
+        let played = Instant::now();
+        let claimed = played + Duration::from_secs(1);
+        let left = played + Duration::from_secs(2);
+        let deadline = idle_deadline(left, Some(claimed), Some(played), LINGER_0, GRACE);
+        assert_eq!(deadline, claimed + GRACE);
     }
 
     #[test]

@@ -206,6 +206,7 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
             linger: timing.linger,
             reconnect_attempts: timing.reconnect_attempts,
             gop_max_bytes: 8 << 20,
+            setup_grace: config.rtsp.session_timeout(),
         },
         Duration::from_secs(config.cache.default_fresh_secs),
         Arc::clone(&metrics),

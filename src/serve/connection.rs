@@ -39,6 +39,8 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
     let (mut reader, writer) = stream.into_split();
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let mut writer = tokio::spawn(write_loop(writer, out_rx));
+    // A JoinHandle must not be polled again once it has completed.
+    let mut writer_done = false;
     let mut conn = Conn {
         id,
         peer,
@@ -83,7 +85,10 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
                 Ok(_) => {}
             },
             // The writer stopped: the peer is gone or we closed on purpose.
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 // A connection carrying a session lives as long as the session.
                 if conn.sessions.iter().any(|s| server.sessions.get(s).is_some()) {
@@ -98,7 +103,9 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
     server.sessions.end_for_connection(id);
     let _ = conn.out.send(Outgoing::Close).await;
     drop(conn);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     debug!(%peer, conn = id, "player disconnected");
 }
 
