@@ -329,6 +329,8 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
         &[("Session", &id), ("Authorization", &header)],
     );
     assert_eq!(with_auth.status(), 200, "{with_auth:?}");
+    // The daemon's log reaches the test a moment after its answers.
+    assert!(proxy.wait_log_count("session started", 2, Duration::from_secs(10)));
     let started = session_lines(&proxy, "session started");
     assert!(
         started
