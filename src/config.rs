@@ -105,6 +105,10 @@ impl Default for RtspConfig {
     }
 }
 
+/// The longest session or idle-connection timeout (a day): deadlines are
+/// computed as `now + timeout`, which must not overflow the clock.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 impl RtspConfig {
     /// The listen address; [`Config::problems`] has checked that it parses.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -389,11 +393,11 @@ impl Config {
                 ),
             );
         }
-        if self.rtsp.session_timeout_secs == 0 {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.rtsp.session_timeout_secs) {
             problem(
                 None,
                 "rtsp.session_timeout_secs".into(),
-                "must be > 0".into(),
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
         if self.rtsp.max_request_bytes.0 < 1024 {
@@ -423,11 +427,11 @@ impl Config {
                 );
             }
         }
-        if *self.rtsp.idle_connection_secs.get_ref() == 0 {
+        if !(1..=MAX_TIMEOUT_SECS).contains(self.rtsp.idle_connection_secs.get_ref()) {
             problem(
                 Some(self.rtsp.idle_connection_secs.span()),
                 "rtsp.idle_connection_secs".into(),
-                "must be > 0".into(),
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
         if self.cache.segment_size.0 < 64 * 1024 {
@@ -748,6 +752,16 @@ mod tests {
                 ("rtsp.max_sessions", Some(2)),
                 ("rtsp.idle_connection_secs", Some(3))
             ]
+        );
+        // Timeouts so long that `now + timeout` would overflow the clock
+        // (a panic in every connection) are refused.
+        let text = "[rtsp]\nsession_timeout_secs = 9223372036854775807\nidle_connection_secs = 9223372036854775807\n";
+        let problems = Config::parse(text).expect_err("huge timeouts");
+        let got: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            got,
+            ["rtsp.session_timeout_secs", "rtsp.idle_connection_secs"],
+            "{problems:?}"
         );
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
         let config = Config::parse(text).expect("valid");
