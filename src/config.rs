@@ -359,10 +359,16 @@ impl Config {
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim();
             vec![Problem {
                 line: e.span().map(|s| line_of(text, s.start)),
                 key: "(syntax)".into(),
-                message: e.message().trim().to_owned(),
+                message: match e.span() {
+                    Some(span) if assigns_a_secret(line_at(text, span.start)) => {
+                        hide_values(message)
+                    }
+                    _ => message.to_owned(),
+                },
             }]
         })?;
         let problems = config.problems(text);
@@ -640,6 +646,50 @@ fn check_origin_url(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Keys whose values are secrets (origin passwords, the admin token, HA1
+/// digests): never echoed in a problem, which reaches the terminal, the
+/// journal and the admin API's reload answer.
+const SECRET_KEYS: [&str; 4] = ["password", "token", "md5", "sha256"];
+
+/// The line of `text` that holds byte `offset`.
+fn line_at(text: &str, offset: usize) -> &str {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = text.as_bytes()[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |i| offset + i);
+    text.get(start..end).unwrap_or_default()
+}
+
+/// Whether a line assigns one of the [`SECRET_KEYS`] (`key = value`, also
+/// inside an inline table).
+fn assigns_a_secret(line: &str) -> bool {
+    line.split(['{', ',']).any(|part| {
+        part.split_once('=')
+            .is_some_and(|(key, _)| SECRET_KEYS.contains(&key.trim().trim_matches(['"', '\''])))
+    })
+}
+
+/// A deserializer message about a secret's line without the values it
+/// quotes between backticks ("invalid type: integer `1234`, expected a
+/// string", or `1000` for `1e3`): only messages about keys, which quote key
+/// names, keep them.
+fn hide_values(message: &str) -> String {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
@@ -739,6 +789,50 @@ mod tests {
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\npassword = \"pw\"\n";
         let problems = Config::parse(text).expect_err("password key");
         assert_eq!(problems[0].line, Some(6), "{problems:?}");
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_type_are_not_echoed() {
+        // A numeric camera password, token or digest written without quotes.
+        for (text, secret) in [
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\nusername = \"u\"\npassword = 12345\n",
+                "12345",
+            ),
+            ("[admin]\ntoken = 987654\n", "987654"),
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\nmd5 = 77\n",
+                "77",
+            ),
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n\"password\" = 4242\n",
+                "4242",
+            ),
+            // The deserializer quotes the value as it read it, not as written.
+            ("[admin]\ntoken = 1e3\n", "1000"),
+        ] {
+            let problems = Config::parse(text).expect_err("wrong type");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(!problems[0].message.contains(secret), "{problems:?}");
+            assert!(
+                problems[0].message.contains("expected a string"),
+                "{problems:?}"
+            );
+            assert!(problems[0].line.is_some(), "{problems:?}");
+        }
+        // Other values are shown: they help and are no secret.
+        let problems =
+            Config::parse("[[mount]]\npath = \"/a\"\norigin = 5\n").expect_err("wrong type");
+        assert!(problems[0].message.contains("`5`"), "{problems:?}");
+        assert_eq!(hide_values("a `x1` b `y`"), "a `…` b `…`");
+        assert!(assigns_a_secret("{ path = \"/a\", password = 1 }"));
+        assert!(!assigns_a_secret("origin = \"rtsp://h/password=1\""));
+        // A key that is not allowed keeps its name in the message.
+        let problems = Config::parse(
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\npassword = \"pw\"\n",
+        )
+        .expect_err("password key");
+        assert!(problems[0].message.contains("`password`"), "{problems:?}");
     }
 
     #[test]
