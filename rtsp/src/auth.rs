@@ -361,11 +361,6 @@ pub fn digest_challenge(realm: &str, nonce: &str, algorithm: DigestAlgorithm) ->
     )
 }
 
-/// A fresh random nonce for [`digest_challenge`].
-pub fn new_nonce() -> String {
-    hex(&rand::random::<[u8; 16]>())
-}
-
 /// A player's `Authorization` header, parsed.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Authorization {
@@ -638,7 +633,7 @@ mod tests {
 
     #[test]
     fn server_verifies_what_the_client_produces() {
-        let nonce = new_nonce();
+        let nonce = hex(&rand::random::<[u8; 16]>());
         for alg in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
             let challenge = digest_challenge("streamcache", &nonce, alg);
             let c = parse_challenges(&challenge);
