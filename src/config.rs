@@ -480,6 +480,19 @@ impl Config {
                 "admin.token".into(),
                 "must not be empty (leave the key out for no token)".into(),
             );
+        } else if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| !t.chars().all(|c| c.is_ascii_graphic()))
+        {
+            // A client cannot send anything else in an HTTP header: such a
+            // token would lock everyone out. Never echo it.
+            problem(
+                None,
+                "admin.token".into(),
+                "must be printable ASCII without spaces (it is sent as `Authorization: Bearer <token>`)".into(),
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problem(
@@ -789,6 +802,24 @@ mod tests {
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\npassword = \"pw\"\n";
         let problems = Config::parse(text).expect_err("password key");
         assert_eq!(problems[0].line, Some(6), "{problems:?}");
+    }
+
+    #[test]
+    fn admin_tokens_are_what_a_header_can_carry() {
+        let parse = |token: &str| Config::parse(&format!("[admin]\ntoken = \"{token}\"\n"));
+        assert!(parse("s3cret-T0ken_+/=~.").is_ok());
+        for token in [
+            "pässword",
+            "two words",
+            " padded",
+            "tab\\t",
+            "line\\r\\nX: y",
+        ] {
+            let problems = parse(token).expect_err(token);
+            assert_eq!(problems.len(), 1, "{token:?}: {problems:?}");
+            assert_eq!(problems[0].key, "admin.token");
+            assert!(!problems[0].message.contains(token.trim()), "{problems:?}");
+        }
     }
 
     #[test]
