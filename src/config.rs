@@ -105,8 +105,9 @@ impl Default for RtspConfig {
     }
 }
 
-/// The longest session or idle-connection timeout (a day): deadlines are
-/// computed as `now + timeout`, which must not overflow the clock.
+/// The longest session or idle-connection timeout, or hub linger (a day):
+/// deadlines are computed as `now + timeout`, which must not overflow the
+/// clock.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 impl RtspConfig {
@@ -459,6 +460,13 @@ impl Config {
                 None,
                 "origin".into(),
                 "connect_timeout_secs and udp_fallback_secs must be > 0".into(),
+            );
+        }
+        if self.origin.linger_secs > MAX_TIMEOUT_SECS {
+            problem(
+                None,
+                "origin.linger_secs".into(),
+                format!("must be at most {MAX_TIMEOUT_SECS}"),
             );
         }
         let admin_listen = self.admin.listen.get_ref();
@@ -875,12 +883,16 @@ mod tests {
         );
         // Timeouts so long that `now + timeout` would overflow the clock
         // (a panic in every connection) are refused.
-        let text = "[rtsp]\nsession_timeout_secs = 9223372036854775807\nidle_connection_secs = 9223372036854775807\n";
+        let text = "[rtsp]\nsession_timeout_secs = 9223372036854775807\nidle_connection_secs = 9223372036854775807\n[origin]\nlinger_secs = 9223372036854775807\n";
         let problems = Config::parse(text).expect_err("huge timeouts");
         let got: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             got,
-            ["rtsp.session_timeout_secs", "rtsp.idle_connection_secs"],
+            [
+                "rtsp.session_timeout_secs",
+                "rtsp.idle_connection_secs",
+                "origin.linger_secs"
+            ],
             "{problems:?}"
         );
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
