@@ -93,6 +93,11 @@ impl Mounts {
         self.mounts.iter()
     }
 
+    /// The mount configured at exactly this path (as kept in [`Mount::path`]).
+    pub fn get(&self, path: &str) -> Option<&Mount> {
+        self.mounts.iter().find(|m| m.path == path)
+    }
+
     /// Resolves a request path (percent-encoded, as in the request URL).
     pub fn resolve(&self, request_path: &str) -> Option<Resolved> {
         let path = trim_slash(request_path);

@@ -4,7 +4,11 @@
 //! invalid file changes nothing. A valid one puts its mount table in force at
 //! once. Players of mounts that did not change keep playing; players of
 //! removed or changed mounts are ended, and the hubs that served those mounts
-//! are stopped so that no new request joins them. Every other setting is
+//! are stopped so that no new request joins them. A mount whose only changes
+//! are its player authentication (`[[mount.user]]`, `realm`, `auth_schemes`)
+//! keeps its players and hubs: the new users apply from the next request on,
+//! on sessions already playing too (the session-side check reads the mount
+//! table in force), while media already flowing continues. Every other setting is
 //! fixed when the daemon starts: the reload says which of those changed and
 //! need a restart.
 //!
@@ -58,6 +62,10 @@ pub struct Report {
     pub added: Vec<String>,
     /// Mount paths whose settings changed (their players were ended).
     pub changed: Vec<String>,
+    /// Mount paths whose only changes are player authentication keys
+    /// ([`AUTH_KEYS`]): their players keep playing, the new users apply from
+    /// the next request on.
+    pub auth_changed: Vec<String>,
     /// Mount paths no longer served (their players were ended).
     pub removed: Vec<String>,
     /// Settings that changed in the file but take effect only on restart.
@@ -128,6 +136,7 @@ impl Reloader {
         info!(
             added = ?report.added,
             changed = ?report.changed,
+            auth_changed = ?report.auth_changed,
             removed = ?report.removed,
             restart_needed = ?report.restart_needed,
             sessions_ended = report.sessions_ended,
@@ -182,8 +191,11 @@ pub fn diff(old: &Table, new: &Table) -> Report {
     for (path, mount) in &new_mounts {
         match old_mounts.get(path) {
             None => report.added.push(path.clone()),
-            Some(before) if before != mount => report.changed.push(path.clone()),
-            Some(_) => {}
+            Some(before) if before == mount => {}
+            Some(before) if without_auth(before) == without_auth(mount) => {
+                report.auth_changed.push(path.clone())
+            }
+            Some(_) => report.changed.push(path.clone()),
         }
     }
     report.removed = old_mounts
@@ -216,6 +228,19 @@ pub fn diff(old: &Table, new: &Table) -> Report {
         }
     }
     report
+}
+
+/// The keys of a `[[mount]]` table that only concern player authentication:
+/// changing them leaves the origin side (and so every hub) as it was.
+const AUTH_KEYS: [&str; 3] = ["user", "realm", "auth_schemes"];
+
+/// A `[[mount]]` table with its player authentication keys left out.
+fn without_auth(mount: &Table) -> Table {
+    let mut mount = mount.clone();
+    for key in AUTH_KEYS {
+        mount.remove(key);
+    }
+    mount
 }
 
 /// The `[[mount]]` tables by their normalised path, path itself left out
@@ -279,6 +304,55 @@ mod tests {
             ["admin.token", "cache.dir", "rtsp.listen"]
         );
         assert!(report.added.is_empty() && report.changed.is_empty());
+    }
+
+    const USERS: &str = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/a\"\n\
+        [[mount.user]]\nname = \"ann\"\nmd5 = \"00112233445566778899aabbccddeeff\"\n";
+
+    #[test]
+    fn user_realm_and_schemes_are_auth_changes() {
+        let more_users = format!(
+            "{USERS}[[mount.user]]\nname = \"bob\"\nmd5 = \"ffeeddccbbaa99887766554433221100\"\n"
+        );
+        let realm = USERS.replace(
+            "[[mount.user]]",
+            "realm = \"cams\"\nauth_schemes = [\"digest\"]\n[[mount.user]]",
+        );
+        let secret = USERS.replace("0011", "9911");
+        for new in [more_users.as_str(), &realm, &secret] {
+            let report = diff(&table(USERS), &table(new));
+            assert_eq!(report.auth_changed, ["/a"], "{new}");
+            assert!(report.changed.is_empty(), "{new}: {report:?}");
+            assert!(report.restart_needed.is_empty(), "{new}: {report:?}");
+        }
+        // Users added to an open mount, or all removed from a protected one.
+        let open = "[[mount]]\npath = \"/a/\"\norigin = \"rtsp://h/a\"\n";
+        assert_eq!(diff(&table(open), &table(USERS)).auth_changed, ["/a"]);
+        assert_eq!(diff(&table(USERS), &table(open)).auth_changed, ["/a"]);
+        assert_eq!(diff(&table(USERS), &table(USERS)), Report::default());
+    }
+
+    #[test]
+    fn origin_side_changes_with_user_changes_end_players() {
+        let bob = USERS.replace("ann", "bob");
+        for (what, new) in [
+            ("origin", bob.replace("rtsp://h/a", "rtsp://h/b")),
+            (
+                "transport",
+                bob.replace("[[mount.user]]", "transport = \"tcp\"\n[[mount.user]]"),
+            ),
+            (
+                "origin credentials",
+                USERS.replace(
+                    "[[mount.user]]",
+                    "username = \"o\"\npassword = \"p\"\n[[mount.user]]",
+                ),
+            ),
+        ] {
+            let report = diff(&table(USERS), &table(&new));
+            assert_eq!(report.changed, ["/a"], "{what}");
+            assert!(report.auth_changed.is_empty(), "{what}: {report:?}");
+        }
     }
 
     #[test]

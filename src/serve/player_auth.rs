@@ -46,11 +46,20 @@ pub fn check(
     // The URL's mount and the session's must both let the player in (a
     // session id alone must not open a protected mount, nor a protected
     // session be driven through an open mount's URL).
+    let mounts = server.mounts();
     let url_mount = request
         .request_uri()
-        .and_then(|url| server.mounts().resolve(url.path()))
+        .and_then(|url| mounts.resolve(url.path()))
         .map(|r| r.mount);
-    let session_mount = session.map(|s| s.presentation.mount.clone());
+    // The session's mount as the table in force has it, not as it was at
+    // SETUP: a reload that changes only a mount's users keeps its sessions,
+    // and a user removed from the list must lose control of theirs. A mount
+    // gone from the table is being ended by that same reload; until then its
+    // users at SETUP still apply.
+    let session_mount = session.map(|s| {
+        let captured = &s.presentation.mount;
+        mounts.get(&captured.path).unwrap_or(captured).clone()
+    });
     let mut guards: Vec<Arc<ServerAuth>> = Vec::new();
     for guard in [url_mount, session_mount]
         .into_iter()
