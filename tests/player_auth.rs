@@ -484,3 +484,151 @@ fn a_reload_puts_a_changed_user_list_in_force() {
     assert_eq!(describe(&mut fresh, PASSWORD), 401);
     assert_eq!(describe(&mut fresh, "n3w-Pl4yer"), 200);
 }
+
+/// A reload that only changes a mount's users keeps its players: ffmpeg
+/// plays the protected mount as one user while a second user is added (the
+/// reload answers `auth_changed`, ends no session, and the new user plays);
+/// then the first user is removed: their session, scripted with Digest,
+/// is refused with 401 on its next request, even through an open mount's
+/// URL (the session-side check reads the mount table in force), and so is
+/// any new request of theirs, while ffmpeg's media keeps flowing.
+#[test]
+fn a_users_only_reload_keeps_players_and_applies_to_their_next_request() {
+    use streamcache_rtsp::auth::{parse_challenges, ClientAuth, Credentials};
+
+    const OTHER: &str = "second-viewer";
+    const OTHER_PASSWORD: &str = "an0ther-Pl4yer";
+    const PLAY_SECS: u32 = 20;
+    let wait = Duration::from_secs(30);
+    let origin = Origin::start(OriginOpts::new());
+    let first = hash_password(None, USER, PASSWORD);
+    let second = hash_password(None, OTHER, OTHER_PASSWORD);
+    let cache = temp_dir();
+    let mounts = [
+        Mount::new("/open", &origin.url("/")),
+        Mount::new("/p", &origin.url("/")),
+    ];
+    // The users follow the last mount, `/p`.
+    let config = Proxy::config(free_port(), cache.path(), &mounts) + &first;
+    let proxy = Proxy::start(&config);
+    let port = proxy.admin_port().expect("the test config enables [admin]");
+    let reload = |text: &str| {
+        std::fs::write(proxy.config_path(), text).unwrap();
+        let answer = admin_request(port, "POST", "/api/v1/reload", &[]);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body["auth_changed"], serde_json::json!(["/p"]), "{body}");
+        assert_eq!(body["changed"], serde_json::json!([]), "{body}");
+        assert_eq!(body["removed"], serde_json::json!([]), "{body}");
+        assert_eq!(body["sessions_ended"], 0, "{body}");
+    };
+    let sessions = || -> Vec<serde_json::Value> {
+        let answer = admin_request(port, "GET", "/api/v1/sessions", &[]);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        body["sessions"].as_array().cloned().unwrap_or_default()
+    };
+    let protected = proxy.url("/p/live");
+    let open = proxy.url("/open/live");
+
+    // A scripted player of the first user: DESCRIBE and SETUP with Digest.
+    let mut conn = RtspConn::connect(proxy.port());
+    let challenge = conn.request("DESCRIBE", &protected, &[]);
+    assert_eq!(challenge.status(), 401, "{challenge:?}");
+    let challenges = parse_challenges(challenge.header("WWW-Authenticate").unwrap());
+    let mut auth = ClientAuth::new(challenges[0].clone());
+    let creds = Credentials {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let header = auth.authorization(&creds, "DESCRIBE", &protected);
+    let describe = conn.request("DESCRIBE", &protected, &[("Authorization", &header)]);
+    assert_eq!(describe.status(), 200, "{describe:?}");
+    let track = describe.sdp_track_urls(&protected)[0].clone();
+    let header = auth.authorization(&creds, "SETUP", &track);
+    let transport = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1");
+    let setup = conn.request("SETUP", &track, &[transport, ("Authorization", &header)]);
+    assert_eq!(setup.status(), 200, "{setup:?}");
+    let scripted = setup.session().unwrap().to_owned();
+
+    std::thread::scope(|s| {
+        let player = s.spawn(|| {
+            ffmpeg_pull(
+                &with_credentials(&protected, USER, PASSWORD),
+                "tcp",
+                PLAY_SECS,
+            )
+        });
+        let playing = || {
+            sessions()
+                .into_iter()
+                .find(|s| s["state"] == "playing" && s["user"] == USER)
+        };
+        let deadline = std::time::Instant::now() + wait;
+        let ffmpeg_session = loop {
+            if let Some(session) = playing() {
+                break session["id"].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", sessions());
+            std::thread::sleep(Duration::from_millis(200));
+        };
+
+        // A second user is added: nobody is interrupted, and they get in.
+        let config = std::fs::read_to_string(proxy.config_path()).unwrap();
+        reload(&format!("{config}{second}"));
+        let list = sessions();
+        for id in [&ffmpeg_session, &serde_json::json!(scripted)] {
+            assert!(list.iter().any(|s| &s["id"] == id), "{id} gone: {list:?}");
+        }
+        let other = ffprobe_count_frames(
+            &with_credentials(&protected, OTHER, OTHER_PASSWORD),
+            "tcp",
+            Some(2),
+        );
+        assert!(other.video > 0, "{other:?}");
+        let header = auth.authorization(&creds, "GET_PARAMETER", &open);
+        let alive = conn.request(
+            "GET_PARAMETER",
+            &open,
+            &[("Session", &scripted), ("Authorization", &header)],
+        );
+        assert_eq!(alive.status(), 200, "{alive:?}");
+
+        // The first user is removed: their session stays listed, but every
+        // new request of theirs is refused, also with a fresh challenge.
+        reload(&format!("{}{second}", config.replace(&first, "")));
+        let header = auth.authorization(&creds, "GET_PARAMETER", &open);
+        let refused = conn.request(
+            "GET_PARAMETER",
+            &open,
+            &[("Session", &scripted), ("Authorization", &header)],
+        );
+        assert_eq!(refused.status(), 401, "{refused:?}");
+        let challenges = parse_challenges(refused.header("WWW-Authenticate").unwrap());
+        let mut fresh = ClientAuth::new(challenges[0].clone());
+        for (method, url) in [("PLAY", &protected), ("GET_PARAMETER", &open)] {
+            let header = fresh.authorization(&creds, method, url);
+            let refused = conn.request(
+                method,
+                url,
+                &[("Session", &scripted), ("Authorization", &header)],
+            );
+            assert_eq!(refused.status(), 401, "{method}: {refused:?}");
+        }
+        let header = fresh.authorization(&creds, "DESCRIBE", &protected);
+        let mut other_conn = RtspConn::connect(proxy.port());
+        let describe = other_conn.request("DESCRIBE", &protected, &[("Authorization", &header)]);
+        assert_eq!(describe.status(), 401, "{describe:?}");
+
+        // ffmpeg played to its end, never cut off by either reload.
+        let pull = player.join().unwrap();
+        assert!(pull.output.success(), "{pull:?}");
+        assert!(pull.video_kb > 0, "{pull:?}");
+    });
+    let ended = session_lines(&proxy, "session ended");
+    assert!(
+        !ended.iter().any(|l| l.contains("reload")),
+        "{ended:#?}\n{}",
+        proxy.logs()
+    );
+}
