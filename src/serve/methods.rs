@@ -126,17 +126,22 @@ async fn dispatch(
         Some(value) => {
             let id = value.as_str().split(';').next().unwrap_or_default().trim();
             match server.sessions.get(id) {
-                Some(session) => {
-                    session.touch();
-                    Some(session)
-                }
+                Some(session) => Some(session),
                 None => return (Reply::status(454), None),
             }
         }
         None => None,
     };
     let user = match super::player_auth::check(server, conn, request, session.as_ref()) {
-        Ok(user) => user,
+        Ok(user) => {
+            // Only a request the player may make keeps the session alive:
+            // a user removed by a reload cannot hold it open with refused
+            // keep-alives.
+            if let Some(session) = &session {
+                session.touch();
+            }
+            user
+        }
         Err(challenges) => {
             let mut reply = Reply::status(401);
             for challenge in challenges {
