@@ -336,7 +336,7 @@ impl Sessions {
             cache = %session.cache_status,
             user = session.user.as_deref().unwrap_or("-"),
             bytes = session.bytes_sent(),
-            secs = session.started.elapsed().as_secs_f32(),
+            secs = %format_args!("{:.3}", session.started.elapsed().as_secs_f64()),
             why,
             "session ended"
         );
