@@ -333,8 +333,10 @@ impl Hub {
 
     /// Closes the hub if, with no player attached since `idle_since`, its
     /// [`idle_deadline`] has passed; otherwise returns that deadline. Under
-    /// the lock that [`Hub::claim`] takes, so that no player is handed a
-    /// hub that is closing.
+    /// the lock that [`Hub::claim`] takes and under which players attach,
+    /// so that no player is handed a hub that is closing, nor a hub closed
+    /// under a player that has just attached (whose count change the task
+    /// has yet to see: it then stops waiting for the deadline).
     fn close_if_idle(&self, idle_since: Instant, settings: &HubSettings) -> Option<Instant> {
         let mut shared = self.lock();
         let deadline = idle_deadline(
@@ -344,7 +346,7 @@ impl Hub {
             settings.linger,
             settings.setup_grace,
         );
-        if deadline > Instant::now() {
+        if deadline > Instant::now() || *self.players.borrow() > 0 {
             return Some(deadline);
         }
         shared.closed = true;
@@ -861,6 +863,63 @@ mod tests {
 
     const LINGER_0: Duration = Duration::ZERO;
     const GRACE: Duration = Duration::from_secs(60);
+
+    /// A live hub without its task, to drive its state by hand.
+    fn bare_hub() -> Arc<Hub> {
+        let sdp_text = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+        let (tx, _) = broadcast::channel(16);
+        Arc::new(Hub {
+            key: "rtsp://origin/live".into(),
+            described: Described {
+                sdp: streamcache_rtsp::sdp::Sdp::parse(&sdp_text).expect("SDP"),
+                sdp_text,
+                base_url: "rtsp://origin/live".parse().expect("URL"),
+                tracks: Vec::new(),
+                cache_headers: Default::default(),
+                range: None,
+            },
+            live: true,
+            start_npt: None,
+            storable: true,
+            shared: Mutex::new(Shared {
+                tx: Some(tx),
+                ..Shared::default()
+            }),
+            players: watch::channel(0).0,
+            cmd: mpsc::channel(1).0,
+        })
+    }
+
+    fn settings(linger: Duration) -> HubSettings {
+        HubSettings {
+            queue_packets: 16,
+            linger,
+            reconnect_attempts: 0,
+            gop_max_bytes: 1 << 20,
+            setup_grace: GRACE,
+        }
+    }
+
+    #[test]
+    fn an_idle_hub_past_its_deadline_closes() {
+        let hub = bare_hub();
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        assert_eq!(hub.close_if_idle(long_ago, &settings(LINGER_0)), None);
+        assert!(!hub.claim(), "a closed hub is handed to nobody");
+    }
+
+    #[test]
+    fn a_player_attaching_as_the_deadline_passes_keeps_the_hub_open() {
+        // The task saw no player, then a player attached (PLAY) before the
+        // task took the lock to close: the hub must stay open for it.
+        let hub = bare_hub();
+        let idle_since = Instant::now() - Duration::from_secs(1);
+        let sub = hub.subscribe().expect("the hub is open");
+        assert!(hub.close_if_idle(idle_since, &settings(LINGER_0)).is_some());
+        assert!(!hub.lock().closed);
+        drop(sub);
+        assert_eq!(hub.close_if_idle(idle_since, &settings(LINGER_0)), None);
+    }
 
     #[test]
     fn a_hub_not_played_yet_waits_the_grace_for_its_player_whatever_the_linger() {
