@@ -864,20 +864,25 @@ mod tests {
     const LINGER_0: Duration = Duration::ZERO;
     const GRACE: Duration = Duration::from_secs(60);
 
+    /// A live title with no tracks, as its origin would describe it.
+    fn live_title() -> Described {
+        let sdp_text = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+        Described {
+            sdp: streamcache_rtsp::sdp::Sdp::parse(&sdp_text).expect("SDP"),
+            sdp_text,
+            base_url: "rtsp://origin/live".parse().expect("URL"),
+            tracks: Vec::new(),
+            cache_headers: Default::default(),
+            range: None,
+        }
+    }
+
     /// A live hub without its task, to drive its state by hand.
     fn bare_hub() -> Arc<Hub> {
-        let sdp_text = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
         let (tx, _) = broadcast::channel(16);
         Arc::new(Hub {
             key: "rtsp://origin/live".into(),
-            described: Described {
-                sdp: streamcache_rtsp::sdp::Sdp::parse(&sdp_text).expect("SDP"),
-                sdp_text,
-                base_url: "rtsp://origin/live".parse().expect("URL"),
-                tracks: Vec::new(),
-                cache_headers: Default::default(),
-                range: None,
-            },
+            described: live_title(),
             live: true,
             start_npt: None,
             storable: true,
@@ -898,6 +903,60 @@ mod tests {
             gop_max_bytes: 1 << 20,
             setup_grace: GRACE,
         }
+    }
+
+    /// The hub a DESCRIBE created (and a SETUP claimed again) for a player
+    /// that never comes back to PLAY closes once the grace has passed,
+    /// without ever having asked the origin for a session.
+    #[tokio::test]
+    async fn a_hub_whose_player_never_plays_closes_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = streamcache_cache::StoreConfig {
+            budget_bytes: 1 << 30,
+            segment_max_bytes: 1 << 20,
+            segment_max_duration_ns: 0,
+        };
+        let (store, _) = Store::open(dir.path(), config).unwrap();
+        let target = OriginTarget {
+            url: "rtsp://127.0.0.1:9/live".parse().unwrap(),
+            username: None,
+            password: None,
+            transport: crate::origin::TransportPref::Tcp,
+            connect_timeout: Duration::from_secs(1),
+            udp_fallback: Duration::from_secs(1),
+        };
+        let metrics = crate::metrics::Metrics::new();
+        let (closed, on_close) = oneshot::channel();
+        let hub = Hub::spawn(
+            "rtsp://127.0.0.1:9/live".into(),
+            HubOrigin {
+                target,
+                counters: metrics.origin("/m"),
+            },
+            live_title(),
+            None,
+            store,
+            HubSettings {
+                setup_grace: Duration::from_millis(300),
+                ..settings(LINGER_0)
+            },
+            Box::new(move || {
+                let _ = closed.send(());
+            }),
+        );
+        assert!(hub.claim(), "handed to the player's SETUP");
+        tokio::time::timeout(Duration::from_secs(30), on_close)
+            .await
+            .expect("the hub closes after the grace")
+            .unwrap();
+        assert!(!hub.claim(), "a closed hub is handed to nobody");
+        assert_eq!(
+            metrics.sample(
+                "streamcache_origin_failures_total{mount=\"/m\",reason=\"connect_refused\"}"
+            ),
+            None,
+            "the origin was never asked"
+        );
     }
 
     #[test]
