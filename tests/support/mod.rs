@@ -788,6 +788,27 @@ impl Proxy {
         None // Drop kills it.
     }
 
+    /// Waits until the store holds the whole title at `url`: a DESCRIBE with
+    /// `Cache-Control: only-if-cached` is answered 200 rather than 504
+    /// (any other answer panics), asked every 100 ms; panics after `limit`.
+    pub fn wait_cached(&self, url: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut conn = RtspConn::connect(self.port());
+            let resp = conn.request("DESCRIBE", url, &[("Cache-Control", "only-if-cached")]);
+            if resp.status() == 200 {
+                return;
+            }
+            assert_eq!(resp.status(), 504, "{resp:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{url} never became a complete cache entry\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGHUP: the daemon reloads its configuration file.
     pub fn hangup(&self) {
         send_signal("HUP", &self.child.id().to_string());
