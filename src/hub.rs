@@ -2,8 +2,9 @@
 //!
 //! A hub is created when a presentation is first described and lives until
 //! its last player has been gone for the configured linger (or the origin
-//! ends for good); a hub handed to a player for its DESCRIBE or SETUP also
-//! waits for that player's PLAY (see [`idle_deadline`]). Its task owns the
+//! ends for good); a hub created for a player's DESCRIBE or SETUP, or
+//! handed to its SETUP, also waits for that player's PLAY (see
+//! [`idle_deadline`]). Its task owns the
 //! origin session and the store writer; for every packet from the origin it
 //!
 //! 1. records it in the store (`cache/`), with its media time and whether it
@@ -76,8 +77,8 @@ pub struct HubSettings {
     /// Upper bound of the GOP buffer; a stream without keyframes this often
     /// just gives late joiners no backlog.
     pub gop_max_bytes: usize,
-    /// How long a hub handed to a player (DESCRIBE, SETUP) waits for that
-    /// player's PLAY, whatever the linger: the player session timeout, as
+    /// How long a hub created for a player (DESCRIBE, SETUP) or handed to
+    /// its SETUP waits for that player's PLAY, whatever the linger: the player session timeout, as
     /// long as a player may take between requests.
     pub setup_grace: Duration,
 }
@@ -115,7 +116,7 @@ struct Shared {
     /// still hold the hub.
     tx: Option<broadcast::Sender<HubPacket>>,
     /// When the hub was last handed to a player that has yet to PLAY
-    /// ([`Hub::claim`], and its creation).
+    /// ([`Hub::claim`] by a SETUP, and its creation).
     claimed_at: Option<Instant>,
     /// When a player last attached (PLAY).
     attached_at: Option<Instant>,
@@ -195,22 +196,32 @@ impl Hub {
         &self.described
     }
 
-    /// Hands the hub to a player about to SETUP and PLAY it (its DESCRIBE or
-    /// SETUP), so that it waits for that PLAY (see [`idle_deadline`]); false
-    /// if it cannot be joined.
-    ///
-    /// Every player of a presentation shares its hub: live players through
-    /// the broadcast, on-demand players through the store the hub fills. An
-    /// on-demand title that may not be stored is relayed to one player per
-    /// origin session (a later player would join it mid-title).
+    /// Hands the hub to a player's SETUP, so that it waits for that
+    /// player's PLAY (see [`idle_deadline`]); false if it cannot be joined.
     pub fn claim(&self) -> bool {
         let mut shared = self.lock();
-        let joinable =
-            !shared.closed && (self.live || self.storable || *self.players.borrow() == 0);
+        let joinable = self.can_join(&shared);
         if joinable {
             shared.claimed_at = Some(Instant::now());
         }
         joinable
+    }
+
+    /// Whether the hub can be joined, without making it wait for anyone: for
+    /// a DESCRIBE, which a player or a monitoring probe may send without
+    /// ever playing (repeated, it would keep the origin session open after
+    /// the last player). A player's SETUP then claims the hub, or gets a new
+    /// one if this one has closed meanwhile.
+    pub fn joinable(&self) -> bool {
+        self.can_join(&self.lock())
+    }
+
+    /// Every player of a presentation shares its hub: live players through
+    /// the broadcast, on-demand players through the store the hub fills. An
+    /// on-demand title that may not be stored is relayed to one player per
+    /// origin session (a later player would join it mid-title).
+    fn can_join(&self, shared: &Shared) -> bool {
+        !shared.closed && (self.live || self.storable || *self.players.borrow() == 0)
     }
 
     /// True when players get the origin's packets through the broadcast
@@ -806,7 +817,7 @@ impl HubTask {
 }
 
 /// When a hub with no player attached since `idle_since` closes: `linger`
-/// later; but a hub handed to a player for its DESCRIBE or SETUP
+/// later; but a hub created for a player or handed to its SETUP
 /// (`claimed_at`) since the last player attached (`attached_at`) waits at
 /// least `grace` after that for the player's PLAY, whatever the linger.
 /// Before its PLAY a player is not attached, and a short linger (0 s) would
@@ -816,7 +827,9 @@ impl HubTask {
 /// A hub nobody has played yet has no origin session: waiting for the first
 /// PLAY costs the origin nothing. Once players have come and gone (each PLAY
 /// came after its claim) only the linger counts, so it keeps its meaning; a
-/// player that asked since then keeps the origin session for at most `grace`.
+/// player that set up since then keeps the origin session for at most
+/// `grace`. A DESCRIBE of an existing hub claims nothing ([`Hub::joinable`]):
+/// repeated by a probe, it would keep the origin session open for good.
 fn idle_deadline(
     idle_since: Instant,
     claimed_at: Option<Instant>,
@@ -1010,7 +1023,7 @@ mod tests {
 
     #[test]
     fn a_player_handed_the_hub_after_the_last_play_is_waited_for() {
-        // Another player's DESCRIBE or SETUP came after the last PLAY: when
+        // Another player's SETUP came after the last PLAY: when
         // the players still attached leave, its PLAY is still to come.
         let played = Instant::now();
         let claimed = played + Duration::from_secs(1);

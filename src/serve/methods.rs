@@ -234,7 +234,9 @@ async fn source_for(
     if cc.only_if_cached {
         return Err(Reply::status(504));
     }
-    match server.catalog.hub(resolved, described).await {
+    // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
+    let claim = request.method() == Method::Setup;
+    match server.catalog.hub(resolved, described, claim).await {
         Ok(hub) => Ok(Source::Hub(hub)),
         Err(e) => {
             warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
