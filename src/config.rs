@@ -105,6 +105,11 @@ impl Default for RtspConfig {
     }
 }
 
+/// The longest session or idle-connection timeout, or hub linger (a day):
+/// deadlines are computed as `now + timeout`, which must not overflow the
+/// clock.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 impl RtspConfig {
     /// The listen address; [`Config::problems`] has checked that it parses.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -355,10 +360,16 @@ impl Config {
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim();
             vec![Problem {
                 line: e.span().map(|s| line_of(text, s.start)),
                 key: "(syntax)".into(),
-                message: e.message().trim().to_owned(),
+                message: match e.span() {
+                    Some(span) if assigns_a_secret(line_at(text, span.start)) => {
+                        hide_values(message)
+                    }
+                    _ => message.to_owned(),
+                },
             }]
         })?;
         let problems = config.problems(text);
@@ -389,11 +400,11 @@ impl Config {
                 ),
             );
         }
-        if self.rtsp.session_timeout_secs == 0 {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.rtsp.session_timeout_secs) {
             problem(
                 None,
                 "rtsp.session_timeout_secs".into(),
-                "must be > 0".into(),
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
         if self.rtsp.max_request_bytes.0 < 1024 {
@@ -423,11 +434,11 @@ impl Config {
                 );
             }
         }
-        if *self.rtsp.idle_connection_secs.get_ref() == 0 {
+        if !(1..=MAX_TIMEOUT_SECS).contains(self.rtsp.idle_connection_secs.get_ref()) {
             problem(
                 Some(self.rtsp.idle_connection_secs.span()),
                 "rtsp.idle_connection_secs".into(),
-                "must be > 0".into(),
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
         if self.cache.segment_size.0 < 64 * 1024 {
@@ -451,6 +462,13 @@ impl Config {
                 "connect_timeout_secs and udp_fallback_secs must be > 0".into(),
             );
         }
+        if self.origin.linger_secs > MAX_TIMEOUT_SECS {
+            problem(
+                None,
+                "origin.linger_secs".into(),
+                format!("must be at most {MAX_TIMEOUT_SECS}"),
+            );
+        }
         let admin_listen = self.admin.listen.get_ref();
         if !admin_listen.is_empty() && self.admin.listen_addr().is_none() {
             problem(
@@ -469,6 +487,19 @@ impl Config {
                 None,
                 "admin.token".into(),
                 "must not be empty (leave the key out for no token)".into(),
+            );
+        } else if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.trim() != t || !t.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+        {
+            // A client cannot send anything else in an HTTP header: such a
+            // token would lock everyone out. Never echo it.
+            problem(
+                None,
+                "admin.token".into(),
+                "must be printable ASCII, without spaces around it (it is sent as `Authorization: Bearer <token>`)".into(),
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -636,6 +667,50 @@ fn check_origin_url(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Keys whose values are secrets (origin passwords, the admin token, HA1
+/// digests): never echoed in a problem, which reaches the terminal, the
+/// journal and the admin API's reload answer.
+const SECRET_KEYS: [&str; 4] = ["password", "token", "md5", "sha256"];
+
+/// The line of `text` that holds byte `offset`.
+fn line_at(text: &str, offset: usize) -> &str {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = text.as_bytes()[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |i| offset + i);
+    text.get(start..end).unwrap_or_default()
+}
+
+/// Whether a line assigns one of the [`SECRET_KEYS`] (`key = value`, also
+/// inside an inline table).
+fn assigns_a_secret(line: &str) -> bool {
+    line.split(['{', ',']).any(|part| {
+        part.split_once('=')
+            .is_some_and(|(key, _)| SECRET_KEYS.contains(&key.trim().trim_matches(['"', '\''])))
+    })
+}
+
+/// A deserializer message about a secret's line without the values it
+/// quotes between backticks ("invalid type: integer `1234`, expected a
+/// string", or `1000` for `1e3`): only messages about keys, which quote key
+/// names, keep them.
+fn hide_values(message: &str) -> String {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
@@ -738,6 +813,63 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_are_what_a_header_can_carry() {
+        let parse = |token: &str| Config::parse(&format!("[admin]\ntoken = \"{token}\"\n"));
+        assert!(parse("s3cret-T0ken_+/=~.").is_ok());
+        assert!(parse("two words").is_ok());
+        for token in ["pässword", " padded", "padded ", "tab\\t", "line\\r\\nX: y"] {
+            let problems = parse(token).expect_err(token);
+            assert_eq!(problems.len(), 1, "{token:?}: {problems:?}");
+            assert_eq!(problems[0].key, "admin.token");
+            assert!(!problems[0].message.contains(token.trim()), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_type_are_not_echoed() {
+        // A numeric camera password, token or digest written without quotes.
+        for (text, secret) in [
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\nusername = \"u\"\npassword = 12345\n",
+                "12345",
+            ),
+            ("[admin]\ntoken = 987654\n", "987654"),
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\nmd5 = 77\n",
+                "77",
+            ),
+            (
+                "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n\"password\" = 4242\n",
+                "4242",
+            ),
+            // The deserializer quotes the value as it read it, not as written.
+            ("[admin]\ntoken = 1e3\n", "1000"),
+        ] {
+            let problems = Config::parse(text).expect_err("wrong type");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(!problems[0].message.contains(secret), "{problems:?}");
+            assert!(
+                problems[0].message.contains("expected a string"),
+                "{problems:?}"
+            );
+            assert!(problems[0].line.is_some(), "{problems:?}");
+        }
+        // Other values are shown: they help and are no secret.
+        let problems =
+            Config::parse("[[mount]]\npath = \"/a\"\norigin = 5\n").expect_err("wrong type");
+        assert!(problems[0].message.contains("`5`"), "{problems:?}");
+        assert_eq!(hide_values("a `x1` b `y`"), "a `…` b `…`");
+        assert!(assigns_a_secret("{ path = \"/a\", password = 1 }"));
+        assert!(!assigns_a_secret("origin = \"rtsp://h/password=1\""));
+        // A key that is not allowed keeps its name in the message.
+        let problems = Config::parse(
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\npassword = \"pw\"\n",
+        )
+        .expect_err("password key");
+        assert!(problems[0].message.contains("`password`"), "{problems:?}");
+    }
+
+    #[test]
     fn player_auth_defaults_and_limits() {
         let text = "[rtsp]\nmax_sessions = 0\nidle_connection_secs = 0\n";
         let problems = Config::parse(text).expect_err("zero limits");
@@ -748,6 +880,20 @@ mod tests {
                 ("rtsp.max_sessions", Some(2)),
                 ("rtsp.idle_connection_secs", Some(3))
             ]
+        );
+        // Timeouts so long that `now + timeout` would overflow the clock
+        // (a panic in every connection) are refused.
+        let text = "[rtsp]\nsession_timeout_secs = 9223372036854775807\nidle_connection_secs = 9223372036854775807\n[origin]\nlinger_secs = 9223372036854775807\n";
+        let problems = Config::parse(text).expect_err("huge timeouts");
+        let got: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "rtsp.session_timeout_secs",
+                "rtsp.idle_connection_secs",
+                "origin.linger_secs"
+            ],
+            "{problems:?}"
         );
         let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
         let config = Config::parse(text).expect("valid");

@@ -384,6 +384,10 @@ fn purge_via_admin(config: &Config, key: &str, force: bool) -> anyhow::Result<Ex
     let Some(id) = id else {
         anyhow::bail!("cannot purge {key}: not in the cache");
     };
+    // The id goes into the request line: only what the store makes ids of.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        anyhow::bail!("the daemon's admin API listed {key} with an unusable id {id:?}");
+    }
     let path = format!(
         "/api/v1/presentations/{id}{}",
         if force { "?force=true" } else { "" }

@@ -138,6 +138,35 @@ fn token_is_required_and_errors_are_json() {
     assert!(out.stderr.contains("admin API is disabled"), "{out:?}");
 }
 
+/// HEAD is answered as GET is, without a body; the `Bearer` scheme name is
+/// case-insensitive.
+#[test]
+fn head_and_any_case_bearer() {
+    let cache = temp_dir();
+    let proxy = Proxy::start(&with_token(Proxy::config(free_port(), cache.path(), &[])));
+    let port = proxy.admin_port().expect("admin API enabled");
+    let auth = format!("bearer {TOKEN}");
+    let auth = [("Authorization", auth.as_str())];
+    for path in ["/healthz", "/metrics", "/api/v1/sessions"] {
+        let head = admin_request(port, "HEAD", path, &auth);
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
+        assert!(head.body.is_empty(), "HEAD {path}: {head:?}");
+        let get = admin_request(port, "GET", path, &auth);
+        assert_eq!(get.status, 200, "GET {path}: {get:?}");
+        assert!(!get.body.is_empty(), "GET {path}: {get:?}");
+    }
+    let head = admin_request(port, "HEAD", "/api/v1/reload", &auth);
+    assert_eq!(head.status, 405, "{head:?}");
+    assert!(
+        head.headers
+            .iter()
+            .any(|(n, v)| n == "allow" && v == "POST"),
+        "{head:?}"
+    );
+    let wrong = admin_request(port, "GET", "/healthz", &[("Authorization", "bearer nope")]);
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+}
+
 /// The config with `[admin] listen = ""`.
 fn without_admin(config: String) -> String {
     let start = config

@@ -303,6 +303,8 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
         &[("Session", &id), ("Authorization", &header)],
     );
     assert_eq!(with_auth.status(), 200, "{with_auth:?}");
+    // The daemon's log reaches the test a moment after its answers.
+    assert!(proxy.wait_log_count("session started", 2, Duration::from_secs(10)));
     let started = session_lines(&proxy, "session started");
     assert!(
         started
@@ -413,4 +415,46 @@ fn hash_password_refuses_bad_input() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
         assert!(!stderr.contains("pw"), "{args:?}: {stderr}");
     }
+}
+
+/// A reload (SIGHUP) puts a changed user list in force for the next
+/// request, on connections already open too: the old password is refused,
+/// the new one let in.
+#[test]
+fn a_reload_puts_a_changed_user_list_in_force() {
+    let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
+    let users = hash_password(None, USER, PASSWORD);
+    let extra = format!("auth_schemes = [\"basic\", \"digest\"]\n{users}");
+    let (proxy, _cache) = protected_proxy(&origin, &extra);
+    let url = proxy.url("/o/vod");
+    let basic = |password: &str| {
+        format!(
+            "Basic {}",
+            base64_encode(format!("{USER}:{password}").as_bytes())
+        )
+    };
+    let mut conn = RtspConn::connect(proxy.port());
+    let describe = |conn: &mut RtspConn, password: &str| {
+        conn.request("DESCRIBE", &url, &[("Authorization", &basic(password))])
+            .status()
+    };
+    assert_eq!(describe(&mut conn, PASSWORD), 200);
+    assert_eq!(describe(&mut conn, "n3w-Pl4yer"), 401);
+
+    let config = std::fs::read_to_string(proxy.config_path()).unwrap();
+    assert!(config.contains(&users), "{config}");
+    let changed = config.replace(&users, &hash_password(None, USER, "n3w-Pl4yer"));
+    std::fs::write(proxy.config_path(), changed).unwrap();
+    proxy.hangup();
+    assert!(
+        proxy.wait_log("configuration reloaded", Duration::from_secs(30)),
+        "{}",
+        proxy.logs()
+    );
+
+    assert_eq!(describe(&mut conn, PASSWORD), 401);
+    assert_eq!(describe(&mut conn, "n3w-Pl4yer"), 200);
+    let mut fresh = RtspConn::connect(proxy.port());
+    assert_eq!(describe(&mut fresh, PASSWORD), 401);
+    assert_eq!(describe(&mut fresh, "n3w-Pl4yer"), 200);
 }

@@ -111,6 +111,10 @@ pub enum AuthError {
     /// A required parameter is missing or does not decode.
     #[error("authorization header lacks a valid {0}")]
     Missing(&'static str),
+    /// A Digest `algorithm=` or `qop=` not implemented here (the `-sess`
+    /// algorithms, `auth-int`).
+    #[error("unsupported Digest {0} {1:?}")]
+    Unsupported(&'static str, String),
 }
 
 /// Splits a header value into `(scheme, params)` groups. A token that is
@@ -357,11 +361,6 @@ pub fn digest_challenge(realm: &str, nonce: &str, algorithm: DigestAlgorithm) ->
     )
 }
 
-/// A fresh random nonce for [`digest_challenge`].
-pub fn new_nonce() -> String {
-    hex(&rand::random::<[u8; 16]>())
-}
-
 /// A player's `Authorization` header, parsed.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Authorization {
@@ -441,11 +440,11 @@ impl Authorization {
             None => DigestAlgorithm::Md5,
             Some(a) if a.eq_ignore_ascii_case("md5") => DigestAlgorithm::Md5,
             Some(a) if a.eq_ignore_ascii_case("sha-256") => DigestAlgorithm::Sha256,
-            Some(_) => return Err(AuthError::Missing("algorithm")),
+            Some(a) => return Err(unsupported("algorithm", a)),
         };
         let qop_auth = match param(&params, "qop") {
             Some(q) if q.eq_ignore_ascii_case("auth") => Some((get("nc")?, get("cnonce")?)),
-            Some(_) => return Err(AuthError::Missing("qop")),
+            Some(q) => return Err(unsupported("qop", q)),
             None => None,
         };
         Ok(Authorization::Digest {
@@ -516,6 +515,11 @@ impl Authorization {
             response.to_ascii_lowercase().as_bytes(),
         )
     }
+}
+
+/// The error for a parameter value the player chose (shortened: it is logged).
+fn unsupported(what: &'static str, value: &str) -> AuthError {
+    AuthError::Unsupported(what, value.chars().take(32).collect())
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -629,7 +633,7 @@ mod tests {
 
     #[test]
     fn server_verifies_what_the_client_produces() {
-        let nonce = new_nonce();
+        let nonce = hex(&rand::random::<[u8; 16]>());
         for alg in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
             let challenge = digest_challenge("streamcache", &nonce, alg);
             let c = parse_challenges(&challenge);
@@ -666,6 +670,28 @@ mod tests {
             Err(AuthError::Missing("realm"))
         );
         assert!(!format!("{:?}", mufasa()).contains("Circle"));
+        let digest = |extra: &str| {
+            Authorization::parse(&format!(
+                "Digest username=\"a\", realm=\"r\", nonce=\"n\", uri=\"/\", response=\"0\", nc=00000001, cnonce=\"c\", {extra}"
+            ))
+        };
+        for (extra, what, value) in [
+            ("algorithm=MD5-sess", "algorithm", "MD5-sess"),
+            ("ALGORITHM=sha-256-SESS", "algorithm", "sha-256-SESS"),
+            ("qop=auth-int", "qop", "auth-int"),
+        ] {
+            assert_eq!(
+                digest(extra),
+                Err(AuthError::Unsupported(what, value.into())),
+                "{extra}"
+            );
+        }
+        // Parameter names and algorithm names are case-insensitive.
+        let Ok(Authorization::Digest { algorithm, .. }) = digest("Algorithm=sha-256, QOP=\"auth\"")
+        else {
+            panic!("parses")
+        };
+        assert_eq!(algorithm, DigestAlgorithm::Sha256);
     }
 
     proptest! {

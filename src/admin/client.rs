@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Answers are small JSON documents.
-const MAX_RESPONSE: u64 = 4 << 20;
+/// The largest answer read: the presentations listing of a store with a
+/// hundred thousand titles fits.
+const MAX_RESPONSE: u64 = 64 << 20;
 
 /// A parsed answer: status and JSON body (`null` when there was none).
 #[derive(Debug)]
@@ -45,11 +46,18 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .with_context(|| format!("cannot send to the admin API at {addr}"))?;
+    read_answer(stream, MAX_RESPONSE)
+        .with_context(|| format!("no usable answer from the admin API at {addr}"))
+}
+
+/// Reads a whole answer, refusing one of `limit` bytes or more (rather
+/// than parsing a truncated one).
+fn read_answer(stream: impl Read, limit: u64) -> anyhow::Result<Answer> {
     let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .with_context(|| format!("no answer from the admin API at {addr}"))?;
+    stream.take(limit).read_to_end(&mut raw)?;
+    if raw.len() as u64 >= limit {
+        bail!("the answer is {limit} bytes or more");
+    }
     parse(&raw)
 }
 
@@ -76,7 +84,7 @@ fn parse(raw: &[u8]) -> anyhow::Result<Answer> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, read_answer};
 
     #[test]
     fn parses_status_and_json() {
@@ -88,5 +96,15 @@ mod tests {
         assert_eq!(answer.message(), "no");
         assert!(parse(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn oversized_answers_are_refused_not_truncated() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(read_answer(&answer[..], 100).is_ok());
+        let err = read_answer(&answer[..], 40).expect_err("too long");
+        assert!(err.to_string().contains("40 bytes or more"), "{err}");
+        let endless = std::io::Read::chain(&answer[..], std::io::repeat(b' '));
+        assert!(read_answer(endless, 1000).is_err());
     }
 }

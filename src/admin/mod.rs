@@ -41,8 +41,10 @@ pub use routes::Admin;
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// And a whole exchange, body included, must end within this one.
+/// A connection (keep-alive included) is closed after this long…
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// …once the exchange in progress, if any, has ended within this one.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds the admin listener.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -86,7 +88,19 @@ pub async fn run(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+            let mut connection = std::pin::pin!(connection);
+            let outcome = match tokio::time::timeout(CONNECTION_TIMEOUT, connection.as_mut()).await
+            {
+                Ok(result) => Ok(result),
+                Err(_) => {
+                    // Time is up: close once the exchange in progress (a
+                    // keep-alive scraper's next request, say) is answered,
+                    // rather than cutting its answer off.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(SHUTDOWN_GRACE, connection.as_mut()).await
+                }
+            };
+            match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(%peer, error = %e, "admin connection failed"),
                 Err(_) => debug!(%peer, "admin connection timed out"),

@@ -122,14 +122,18 @@ impl Admin {
         let Some(token) = &self.token else {
             return true;
         };
-        let Some(presented) = header
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-        else {
+        let Some(presented) = header.and_then(|h| h.to_str().ok()).and_then(bearer_token) else {
             return false;
         };
-        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+        constant_time_eq(presented.as_bytes(), token.as_bytes())
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// An endpoint, parsed from the request path.
@@ -167,17 +171,20 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The methods it answers, as an `Allow` header.
+    /// The methods it answers, as an `Allow` header. HEAD is answered as
+    /// GET is (hyper leaves the body out).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Metrics | Route::Presentations | Route::Sessions => "GET",
+            Route::Healthz | Route::Metrics | Route::Presentations | Route::Sessions => "GET, HEAD",
             Route::Presentation(_) => "DELETE",
             Route::Reload => "POST",
         }
     }
 
     fn allows(&self, method: &Method) -> bool {
-        self.allowed() == method.as_str()
+        self.allowed()
+            .split(", ")
+            .any(|allowed| allowed == method.as_str())
     }
 }
 
@@ -248,6 +255,19 @@ mod tests {
         assert!(!Route::Reload.allows(&Method::GET));
         assert!(Route::Presentation("x").allows(&Method::DELETE));
         assert!(!Route::Presentations.allows(&Method::DELETE));
+        assert!(Route::Metrics.allows(&Method::HEAD));
+        assert!(!Route::Reload.allows(&Method::HEAD));
+        assert!(!Route::Presentation("x").allows(&Method::HEAD));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 
     #[test]

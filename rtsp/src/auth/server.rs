@@ -18,7 +18,7 @@ use std::fmt;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{ct_eq, hex, quote, AuthError, Authorization, DigestAlgorithm};
+use super::{ct_eq, hex, AuthError, Authorization, DigestAlgorithm};
 
 /// How long an issued nonce is accepted.
 pub const NONCE_LIFETIME_SECS: u64 = 300;
@@ -326,11 +326,7 @@ impl ServerAuth {
             let nonce = key.issue(request.now, &self.realm, request.client);
             for algorithm in [DigestAlgorithm::Sha256, DigestAlgorithm::Md5] {
                 if self.users.iter().any(|u| u.ha1(algorithm).is_some()) {
-                    let mut challenge = format!(
-                        "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
-                        quote(&self.realm),
-                        algorithm.name()
-                    );
+                    let mut challenge = super::digest_challenge(&self.realm, &nonce, algorithm);
                     if stale {
                         challenge.push_str(", stale=true");
                     }
