@@ -427,12 +427,8 @@ fn a_reload_puts_a_changed_user_list_in_force() {
     let extra = format!("auth_schemes = [\"basic\", \"digest\"]\n{users}");
     let (proxy, _cache) = protected_proxy(&origin, &extra);
     let url = proxy.url("/o/vod");
-    let basic = |password: &str| {
-        format!(
-            "Basic {}",
-            base64_encode(format!("{USER}:{password}").as_bytes())
-        )
-    };
+    let basic =
+        |password: &str| format!("Basic {}", base64(format!("{USER}:{password}").as_bytes()));
     let mut conn = RtspConn::connect(proxy.port());
     let describe = |conn: &mut RtspConn, password: &str| {
         conn.request("DESCRIBE", &url, &[("Authorization", &basic(password))])
