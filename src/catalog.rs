@@ -299,16 +299,19 @@ impl Catalog {
 
     /// The hub for a presentation: a joinable one if it exists, otherwise a
     /// new one, described by `described` (fetched by a revalidation just
-    /// now) or else by a DESCRIBE at the origin.
+    /// now) or else by a DESCRIBE at the origin. For a SETUP (`claim`) the
+    /// hub waits for the player's PLAY (see `Hub::claim`); a new hub always
+    /// does.
     pub async fn hub(
         self: &Arc<Self>,
         resolved: &Resolved,
         described: Option<Box<Described>>,
+        claim: bool,
     ) -> Result<Arc<Hub>, OriginError> {
         let slot = self.slot(&resolved.key);
         let mut current = slot.lock().await;
-        // Claimed: the hub waits for this player's PLAY (see `Hub::claim`).
-        if let Some(hub) = current.as_ref().filter(|h| h.claim()) {
+        let joined = |h: &&Arc<Hub>| if claim { h.claim() } else { h.joinable() };
+        if let Some(hub) = current.as_ref().filter(joined) {
             return Ok(Arc::clone(hub));
         }
         let target = self.target(resolved);

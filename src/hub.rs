@@ -2,8 +2,9 @@
 //!
 //! A hub is created when a presentation is first described and lives until
 //! its last player has been gone for the configured linger (or the origin
-//! ends for good); a hub handed to a player for its DESCRIBE or SETUP also
-//! waits for that player's PLAY (see [`idle_deadline`]). Its task owns the
+//! ends for good); a hub created for a player's DESCRIBE or SETUP, or
+//! handed to its SETUP, also waits for that player's PLAY (see
+//! [`idle_deadline`]). Its task owns the
 //! origin session and the store writer; for every packet from the origin it
 //!
 //! 1. records it in the store (`cache/`), with its media time and whether it
@@ -76,8 +77,8 @@ pub struct HubSettings {
     /// Upper bound of the GOP buffer; a stream without keyframes this often
     /// just gives late joiners no backlog.
     pub gop_max_bytes: usize,
-    /// How long a hub handed to a player (DESCRIBE, SETUP) waits for that
-    /// player's PLAY, whatever the linger: the player session timeout, as
+    /// How long a hub created for a player (DESCRIBE, SETUP) or handed to
+    /// its SETUP waits for that player's PLAY, whatever the linger: the player session timeout, as
     /// long as a player may take between requests.
     pub setup_grace: Duration,
 }
@@ -115,7 +116,7 @@ struct Shared {
     /// still hold the hub.
     tx: Option<broadcast::Sender<HubPacket>>,
     /// When the hub was last handed to a player that has yet to PLAY
-    /// ([`Hub::claim`], and its creation).
+    /// ([`Hub::claim`] by a SETUP, and its creation).
     claimed_at: Option<Instant>,
     /// When a player last attached (PLAY).
     attached_at: Option<Instant>,
@@ -195,22 +196,32 @@ impl Hub {
         &self.described
     }
 
-    /// Hands the hub to a player about to SETUP and PLAY it (its DESCRIBE or
-    /// SETUP), so that it waits for that PLAY (see [`idle_deadline`]); false
-    /// if it cannot be joined.
-    ///
-    /// Every player of a presentation shares its hub: live players through
-    /// the broadcast, on-demand players through the store the hub fills. An
-    /// on-demand title that may not be stored is relayed to one player per
-    /// origin session (a later player would join it mid-title).
+    /// Hands the hub to a player's SETUP, so that it waits for that
+    /// player's PLAY (see [`idle_deadline`]); false if it cannot be joined.
     pub fn claim(&self) -> bool {
         let mut shared = self.lock();
-        let joinable =
-            !shared.closed && (self.live || self.storable || *self.players.borrow() == 0);
+        let joinable = self.can_join(&shared);
         if joinable {
             shared.claimed_at = Some(Instant::now());
         }
         joinable
+    }
+
+    /// Whether the hub can be joined, without making it wait for anyone: for
+    /// a DESCRIBE, which a player or a monitoring probe may send without
+    /// ever playing (repeated, it would keep the origin session open after
+    /// the last player). A player's SETUP then claims the hub, or gets a new
+    /// one if this one has closed meanwhile.
+    pub fn joinable(&self) -> bool {
+        self.can_join(&self.lock())
+    }
+
+    /// Every player of a presentation shares its hub: live players through
+    /// the broadcast, on-demand players through the store the hub fills. An
+    /// on-demand title that may not be stored is relayed to one player per
+    /// origin session (a later player would join it mid-title).
+    fn can_join(&self, shared: &Shared) -> bool {
+        !shared.closed && (self.live || self.storable || *self.players.borrow() == 0)
     }
 
     /// True when players get the origin's packets through the broadcast
@@ -333,8 +344,10 @@ impl Hub {
 
     /// Closes the hub if, with no player attached since `idle_since`, its
     /// [`idle_deadline`] has passed; otherwise returns that deadline. Under
-    /// the lock that [`Hub::claim`] takes, so that no player is handed a
-    /// hub that is closing.
+    /// the lock that [`Hub::claim`] takes and under which players attach,
+    /// so that no player is handed a hub that is closing, nor a hub closed
+    /// under a player that has just attached (whose count change the task
+    /// has yet to see: it then stops waiting for the deadline).
     fn close_if_idle(&self, idle_since: Instant, settings: &HubSettings) -> Option<Instant> {
         let mut shared = self.lock();
         let deadline = idle_deadline(
@@ -344,7 +357,7 @@ impl Hub {
             settings.linger,
             settings.setup_grace,
         );
-        if deadline > Instant::now() {
+        if deadline > Instant::now() || *self.players.borrow() > 0 {
             return Some(deadline);
         }
         shared.closed = true;
@@ -804,7 +817,7 @@ impl HubTask {
 }
 
 /// When a hub with no player attached since `idle_since` closes: `linger`
-/// later; but a hub handed to a player for its DESCRIBE or SETUP
+/// later; but a hub created for a player or handed to its SETUP
 /// (`claimed_at`) since the last player attached (`attached_at`) waits at
 /// least `grace` after that for the player's PLAY, whatever the linger.
 /// Before its PLAY a player is not attached, and a short linger (0 s) would
@@ -814,7 +827,9 @@ impl HubTask {
 /// A hub nobody has played yet has no origin session: waiting for the first
 /// PLAY costs the origin nothing. Once players have come and gone (each PLAY
 /// came after its claim) only the linger counts, so it keeps its meaning; a
-/// player that asked since then keeps the origin session for at most `grace`.
+/// player that set up since then keeps the origin session for at most
+/// `grace`. A DESCRIBE of an existing hub claims nothing ([`Hub::joinable`]):
+/// repeated by a probe, it would keep the origin session open for good.
 fn idle_deadline(
     idle_since: Instant,
     claimed_at: Option<Instant>,
@@ -862,6 +877,122 @@ mod tests {
     const LINGER_0: Duration = Duration::ZERO;
     const GRACE: Duration = Duration::from_secs(60);
 
+    /// A live title with no tracks, as its origin would describe it.
+    fn live_title() -> Described {
+        let sdp_text = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+        Described {
+            sdp: streamcache_rtsp::sdp::Sdp::parse(&sdp_text).expect("SDP"),
+            sdp_text,
+            base_url: "rtsp://origin/live".parse().expect("URL"),
+            tracks: Vec::new(),
+            cache_headers: Default::default(),
+            range: None,
+        }
+    }
+
+    /// A live hub without its task, to drive its state by hand.
+    fn bare_hub() -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(16);
+        Arc::new(Hub {
+            key: "rtsp://origin/live".into(),
+            described: live_title(),
+            live: true,
+            start_npt: None,
+            storable: true,
+            shared: Mutex::new(Shared {
+                tx: Some(tx),
+                ..Shared::default()
+            }),
+            players: watch::channel(0).0,
+            cmd: mpsc::channel(1).0,
+        })
+    }
+
+    fn settings(linger: Duration) -> HubSettings {
+        HubSettings {
+            queue_packets: 16,
+            linger,
+            reconnect_attempts: 0,
+            gop_max_bytes: 1 << 20,
+            setup_grace: GRACE,
+        }
+    }
+
+    /// The hub a DESCRIBE created (and a SETUP claimed again) for a player
+    /// that never comes back to PLAY closes once the grace has passed,
+    /// without ever having asked the origin for a session.
+    #[tokio::test]
+    async fn a_hub_whose_player_never_plays_closes_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = streamcache_cache::StoreConfig {
+            budget_bytes: 1 << 30,
+            segment_max_bytes: 1 << 20,
+            segment_max_duration_ns: 0,
+        };
+        let (store, _) = Store::open(dir.path(), config).unwrap();
+        let target = OriginTarget {
+            url: "rtsp://127.0.0.1:9/live".parse().unwrap(),
+            username: None,
+            password: None,
+            transport: crate::origin::TransportPref::Tcp,
+            connect_timeout: Duration::from_secs(1),
+            udp_fallback: Duration::from_secs(1),
+        };
+        let metrics = crate::metrics::Metrics::new();
+        let (closed, on_close) = oneshot::channel();
+        let hub = Hub::spawn(
+            "rtsp://127.0.0.1:9/live".into(),
+            HubOrigin {
+                target,
+                counters: metrics.origin("/m"),
+            },
+            live_title(),
+            None,
+            store,
+            HubSettings {
+                setup_grace: Duration::from_millis(300),
+                ..settings(LINGER_0)
+            },
+            Box::new(move || {
+                let _ = closed.send(());
+            }),
+        );
+        assert!(hub.claim(), "handed to the player's SETUP");
+        tokio::time::timeout(Duration::from_secs(30), on_close)
+            .await
+            .expect("the hub closes after the grace")
+            .unwrap();
+        assert!(!hub.claim(), "a closed hub is handed to nobody");
+        assert_eq!(
+            metrics.sample(
+                "streamcache_origin_failures_total{mount=\"/m\",reason=\"connect_refused\"}"
+            ),
+            None,
+            "the origin was never asked"
+        );
+    }
+
+    #[test]
+    fn an_idle_hub_past_its_deadline_closes() {
+        let hub = bare_hub();
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        assert_eq!(hub.close_if_idle(long_ago, &settings(LINGER_0)), None);
+        assert!(!hub.claim(), "a closed hub is handed to nobody");
+    }
+
+    #[test]
+    fn a_player_attaching_as_the_deadline_passes_keeps_the_hub_open() {
+        // The task saw no player, then a player attached (PLAY) before the
+        // task took the lock to close: the hub must stay open for it.
+        let hub = bare_hub();
+        let idle_since = Instant::now() - Duration::from_secs(1);
+        let sub = hub.subscribe().expect("the hub is open");
+        assert!(hub.close_if_idle(idle_since, &settings(LINGER_0)).is_some());
+        assert!(!hub.lock().closed);
+        drop(sub);
+        assert_eq!(hub.close_if_idle(idle_since, &settings(LINGER_0)), None);
+    }
+
     #[test]
     fn a_hub_not_played_yet_waits_the_grace_for_its_player_whatever_the_linger() {
         let created = Instant::now();
@@ -892,7 +1023,7 @@ mod tests {
 
     #[test]
     fn a_player_handed_the_hub_after_the_last_play_is_waited_for() {
-        // Another player's DESCRIBE or SETUP came after the last PLAY: when
+        // Another player's SETUP came after the last PLAY: when
         // the players still attached leave, its PLAY is still to come.
         let played = Instant::now();
         let claimed = played + Duration::from_secs(1);

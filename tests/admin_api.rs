@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -18,65 +16,21 @@ const TOKEN: &str = "s3cret-token";
 const VOD_SECS: u32 = 6;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// An admin API answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Value,
+/// One request to the admin API on `port`, with the bearer `token` if
+/// given; every answer of the API is JSON (panics otherwise).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> AdminResponse {
+    let auth = token.map(bearer);
+    let headers: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let answer = admin_request(port, method, path, &headers);
+    answer.json();
+    answer
 }
 
-impl Answer {
-    fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or_default()
-    }
-}
-
-/// One HTTP/1.1 request to the admin API on `port`.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Answer {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the answer");
-    let text = String::from_utf8(raw).expect("UTF-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-    };
-    Answer {
-        status,
-        head: head.to_ascii_lowercase(),
-        body,
-    }
-}
-
-/// Polls `probe` until it returns something, for up to `limit`.
-fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return Some(found);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
+/// Whether the answer's header `name` starts with `value` (any case).
+fn header_starts(answer: &AdminResponse, name: &str, value: &str) -> bool {
+    answer
+        .header(name)
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with(value))
 }
 
 fn with_token(config: String) -> String {
@@ -86,7 +40,7 @@ fn with_token(config: String) -> String {
 fn sessions(port: u16) -> Vec<Value> {
     let answer = http(port, "GET", "/api/v1/sessions", Some(TOKEN));
     assert_eq!(answer.status, 200, "{answer:?}");
-    answer.body["sessions"]
+    answer.json()["sessions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -95,7 +49,7 @@ fn sessions(port: u16) -> Vec<Value> {
 fn presentations(port: u16) -> Vec<Value> {
     let answer = http(port, "GET", "/api/v1/presentations", Some(TOKEN));
     assert_eq!(answer.status, 200, "{answer:?}");
-    answer.body["presentations"]
+    answer.json()["presentations"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -133,13 +87,13 @@ fn token_is_required_and_errors_are_json() {
             );
             assert!(!answer.error().is_empty(), "{answer:?}");
             assert!(
-                answer.head.contains("www-authenticate: bearer"),
+                header_starts(&answer, "www-authenticate", "bearer"),
                 "{answer:?}"
             );
         }
     }
     let ok = http(port, "GET", "/healthz", Some(TOKEN));
-    assert_eq!((ok.status, ok.body["status"].as_str()), (200, Some("ok")));
+    assert_eq!((ok.status, ok.json()["status"].as_str()), (200, Some("ok")));
     assert_eq!(presentations(port), Vec::<Value>::new());
     assert_eq!(sessions(port), Vec::<Value>::new());
 
@@ -148,7 +102,10 @@ fn token_is_required_and_errors_are_json() {
     assert!(unknown.error().contains("/api/v1/nothing"), "{unknown:?}");
     let wrong_method = http(port, "POST", "/api/v1/sessions", Some(TOKEN));
     assert_eq!(wrong_method.status, 405, "{wrong_method:?}");
-    assert!(wrong_method.head.contains("allow: get"), "{wrong_method:?}");
+    assert!(
+        header_starts(&wrong_method, "allow", "get"),
+        "{wrong_method:?}"
+    );
     assert!(!wrong_method.error().is_empty());
     let no_id = http(
         port,
@@ -301,7 +258,7 @@ fn presentations_listed_and_purged_unless_played() {
 
     let forced = http(port, "DELETE", &format!("{path}?force=true"), Some(TOKEN));
     assert_eq!(forced.status, 200, "{forced:?}");
-    assert_eq!(forced.body["sessions_ended"], 1, "{forced:?}");
+    assert_eq!(forced.json()["sessions_ended"], 1, "{forced:?}");
     assert!(player.closed_within(WAIT), "player's connection not closed");
     assert!(
         !presentations(port).iter().any(|p| p["key"] == key.as_str()),
@@ -381,22 +338,26 @@ fn reload_changes_mounts_and_keeps_other_players() {
         let answer = reload();
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(
-            answer.body["added"],
+            answer.json()["added"],
             serde_json::json!(["/new"]),
             "{answer:?}"
         );
         assert_eq!(
-            answer.body["removed"],
+            answer.json()["removed"],
             serde_json::json!(["/gone"]),
             "{answer:?}"
         );
-        assert_eq!(answer.body["changed"], serde_json::json!([]), "{answer:?}");
         assert_eq!(
-            answer.body["restart_needed"],
+            answer.json()["changed"],
+            serde_json::json!([]),
+            "{answer:?}"
+        );
+        assert_eq!(
+            answer.json()["restart_needed"],
             serde_json::json!(["origin.linger_secs"]),
             "{answer:?}"
         );
-        assert_eq!(answer.body["sessions_ended"], 1, "{answer:?}");
+        assert_eq!(answer.json()["sessions_ended"], 1, "{answer:?}");
 
         // The removed mount's player was ended (its connection closed).
         let gone = gone.join().unwrap();
@@ -410,7 +371,7 @@ fn reload_changes_mounts_and_keeps_other_players() {
         let refused = reload();
         assert_eq!(refused.status, 422, "{refused:?}");
         assert!(!refused.error().is_empty(), "{refused:?}");
-        let problem = &refused.body["problems"][0];
+        let problem = &refused.json()["problems"][0];
         assert!(problem["line"].as_u64() > Some(0), "{refused:?}");
         assert!(
             problem["message"]
@@ -439,13 +400,17 @@ fn reload_changes_mounts_and_keeps_other_players() {
         let answer = reload();
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(
-            answer.body["changed"],
+            answer.json()["changed"],
             serde_json::json!(["/hup"]),
             "{answer:?}"
         );
-        assert_eq!(answer.body["added"], serde_json::json!([]), "{answer:?}");
-        assert_eq!(answer.body["removed"], serde_json::json!([]), "{answer:?}");
-        assert_eq!(answer.body["sessions_ended"], 0, "{answer:?}");
+        assert_eq!(answer.json()["added"], serde_json::json!([]), "{answer:?}");
+        assert_eq!(
+            answer.json()["removed"],
+            serde_json::json!([]),
+            "{answer:?}"
+        );
+        assert_eq!(answer.json()["sessions_ended"], 0, "{answer:?}");
 
         write("[rtsp]\nlisen = \"typo\"\n");
         proxy.hangup();

@@ -76,24 +76,7 @@ impl Rig {
         );
         // The entry is sealed (complete) right after the origin session is
         // torn down; no log line marks it, so ask the proxy.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut conn = RtspConn::connect(self.proxy.port());
-            let resp = conn.request(
-                "DESCRIBE",
-                &self.url(),
-                &[("Cache-Control", "only-if-cached")],
-            );
-            if resp.status() == 200 {
-                return;
-            }
-            assert_eq!(resp.status(), 504, "{resp:?}");
-            assert!(
-                Instant::now() < deadline,
-                "the title never became a complete cache entry"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.proxy.wait_cached(&self.url(), Duration::from_secs(10));
     }
 
     /// SETUP + PLAY requests the origin has seen so far.

@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use support::*;
@@ -17,24 +15,6 @@ use support::*;
 const USER: &str = "origin-user";
 const PASSWORD: &str = "Orig1n-Pa55word";
 const WRONG_PASSWORD: &str = "Wr0ng-Pa55word";
-
-/// `GET path` on the admin port with a plain std socket: status line,
-/// headers and body as text.
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("admin port {port}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 /// Everything an RTSP exchange showed the player.
 fn exchange_text(messages: &[RtspMessage]) -> String {
@@ -51,27 +31,6 @@ fn exchange_text(messages: &[RtspMessage]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n---\n")
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ABC[(n >> (18 - 6 * i)) as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// The forms a leaked secret could take.
@@ -116,9 +75,10 @@ fn origin_credentials_appear_in_no_output() {
         "the test must configure the password"
     );
     let proxy = Proxy::start(&config);
-    let admin = proxy
-        .admin_port()
-        .expect("the test config enables the admin API");
+    assert!(
+        proxy.admin_port().is_some(),
+        "the test config enables the admin API"
+    );
     let mut collected: Vec<(String, String)> = Vec::new();
 
     // A real player through the proxy (a miss, then a hit), and the
@@ -144,15 +104,8 @@ fn origin_credentials_appear_in_no_output() {
     ));
     let mut conn = RtspConn::connect(proxy.port());
     let url = proxy.url("/o/live");
-    let describe = conn.request("DESCRIBE", &url, &[]);
-    assert_eq!(describe.status(), 200, "{describe:?}");
+    let (describe, setup) = conn.describe_and_setup_first(&url);
     assert!(describe.body_text().contains("m=video"));
-    let track = describe.sdp_track_urls(&url)[0].clone();
-    let setup = conn.request(
-        "SETUP",
-        &track,
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    );
     assert_eq!(setup.status(), 200, "{setup:?}");
     let session = setup.session().unwrap().to_owned();
     let play = conn.request("PLAY", &url, &[("Session", &session)]);
@@ -167,7 +120,7 @@ fn origin_credentials_appear_in_no_output() {
         "/api/v1/cache",
         "/api/v1/nodes",
     ] {
-        collected.push((format!("admin {path}"), http_get(admin, path)));
+        collected.push((format!("admin {path}"), proxy.admin_get(path).to_string()));
     }
     let teardown = conn.request("TEARDOWN", &url, &[("Session", &session)]);
     collected.push((
@@ -191,7 +144,10 @@ fn origin_credentials_appear_in_no_output() {
         exchange_text(&[wrong, bad_answer, down]),
     ));
     for path in ["/metrics", "/api/v1/presentations", "/api/v1/sessions"] {
-        collected.push((format!("admin {path} after errors"), http_get(admin, path)));
+        collected.push((
+            format!("admin {path} after errors"),
+            proxy.admin_get(path).to_string(),
+        ));
     }
 
     // check-config, on the running config and on one that is invalid next

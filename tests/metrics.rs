@@ -269,22 +269,6 @@ fn start_proxy(mounts: &[Mount]) -> (Proxy, tempfile::TempDir) {
     (proxy, cache)
 }
 
-/// Waits until the store holds the whole title (an `only-if-cached`
-/// DESCRIBE is answered 200 rather than 504).
-fn wait_cached(proxy: &Proxy, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut conn = RtspConn::connect(proxy.port());
-        let resp = conn.request("DESCRIBE", url, &[("Cache-Control", "only-if-cached")]);
-        if resp.status() == 200 {
-            return;
-        }
-        assert_eq!(resp.status(), 504, "{resp:?}");
-        assert!(Instant::now() < deadline, "the title was never stored");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 // ---------------------------------------------------------------------------
 
 /// An on-demand title: the first play is a miss relayed from the origin and
@@ -311,7 +295,7 @@ fn a_vod_title_is_a_miss_then_hits_with_bytes_and_store_usage() {
 
     let first = ffprobe_count_frames(&url, "tcp", None);
     assert_eq!(first.video, u64::from(VOD_SECS) * FRAME_RATE, "{first:?}");
-    wait_cached(&proxy, &url);
+    proxy.wait_cached(&url, Duration::from_secs(30));
     let filled = scrape(&proxy);
     // ffprobe's DESCRIBE and first SETUP found nothing in the store (the
     // recording starts with PLAY); wait_cached's DESCRIBEs while it was

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::io::{BufRead as _, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -335,9 +335,9 @@ fn deb_installs_runs_and_purges() {
     );
 
     // The admin API answers on its port.
-    let health = http_get(admin_port, "/healthz");
+    let health = admin_request(admin_port, "GET", "/healthz", &[]);
     assert!(
-        health.starts_with("HTTP/1.1 200") && health.contains("\"ok\""),
+        health.status == 200 && health.body.contains("\"ok\""),
         "{health}"
     );
 
@@ -481,20 +481,4 @@ fn verify_unit() {
         "systemd-analyze verify {UNIT}: {out:?}"
     );
     eprintln!("package test: systemd-analyze verify {UNIT}: ok");
-}
-
-/// `GET path` on the admin API at 127.0.0.1:`port`: the raw response.
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
 }

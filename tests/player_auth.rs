@@ -233,14 +233,11 @@ fn basic_and_challenges_on_the_wire() {
         "{:?}",
         counts.output
     );
-    let basic = format!(
-        "Basic {}",
-        base64_encode(format!("{USER}:{PASSWORD}").as_bytes())
-    );
+    let basic = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
     let described = conn.request("DESCRIBE", &url, &[("Authorization", &basic)]);
     assert_eq!(described.status(), 200, "{described:?}");
     assert!(described.body_text().contains("m=video"));
-    let wrong = format!("Basic {}", base64_encode(format!("{USER}:nope").as_bytes()));
+    let wrong = format!("Basic {}", base64(format!("{USER}:nope").as_bytes()));
     assert_eq!(
         conn.request("DESCRIBE", &url, &[("Authorization", &wrong)])
             .status(),
@@ -248,29 +245,6 @@ fn basic_and_challenges_on_the_wire() {
     );
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A session id is no key: a request must satisfy both its URL's mount and
-/// its session's, whichever is protected.
 #[test]
 fn a_session_id_does_not_bypass_a_protected_mount() {
     use streamcache_rtsp::auth::{parse_challenges, ClientAuth, Credentials};
@@ -453,12 +427,8 @@ fn a_reload_puts_a_changed_user_list_in_force() {
     let extra = format!("auth_schemes = [\"basic\", \"digest\"]\n{users}");
     let (proxy, _cache) = protected_proxy(&origin, &extra);
     let url = proxy.url("/o/vod");
-    let basic = |password: &str| {
-        format!(
-            "Basic {}",
-            base64_encode(format!("{USER}:{password}").as_bytes())
-        )
-    };
+    let basic =
+        |password: &str| format!("Basic {}", base64(format!("{USER}:{password}").as_bytes()));
     let mut conn = RtspConn::connect(proxy.port());
     let describe = |conn: &mut RtspConn, password: &str| {
         conn.request("DESCRIBE", &url, &[("Authorization", &basic(password))])

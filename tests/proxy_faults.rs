@@ -423,3 +423,43 @@ fn slow_tcp_player_is_dropped_and_never_delays_the_others() {
     assert!(slow.closed_within(Duration::from_secs(30)));
     assert_eq!(origin.sessions(), 1);
 }
+
+/// A UDP player's ports at the proxy (RTP and RTCP) are let go once its
+/// session ends, though the player never sends anything again (the RTCP
+/// listener used to wait for a packet to notice, holding its port).
+#[test]
+fn udp_player_ports_are_released_when_the_session_ends() {
+    let origin = Origin::start(OriginOpts::new());
+    let cache = temp_dir();
+    let proxy = Proxy::start(&Proxy::config(
+        free_port(),
+        cache.path(),
+        &[Mount::new("/cam", &origin.url("/live"))],
+    ));
+    let url = proxy.url("/cam");
+    let pairs: Vec<_> = (0..2).map(|_| udp_port_pair()).collect();
+    let mut conn = RtspConn::connect(proxy.port());
+    let (session, _) = conn.play(&url, Some(&pairs));
+    let mut buf = [0u8; 2048];
+    let (_, media_from) = pairs[0].0.recv_from(&mut buf).expect("media over UDP");
+    assert!(media_from.ip().is_loopback() && media_from.port() % 2 == 0);
+    // The proxy's pair for the video track: RTP, and RTCP next to it.
+    let ports = [media_from.port(), media_from.port() + 1];
+    let free = |port: u16| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+    assert!(
+        !free(ports[1]),
+        "the RTCP port is held while the session lives"
+    );
+
+    let bye = conn.request("TEARDOWN", &url, &[("Session", &session)]);
+    assert_eq!(bye.status(), 200, "{bye:?}");
+    drop(pairs);
+    let released = wait_for(Duration::from_secs(20), || {
+        ports.iter().all(|&port| free(port)).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "ports {ports:?} still held after the session ended\n{}",
+        proxy.logs()
+    );
+}

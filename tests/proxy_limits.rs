@@ -37,19 +37,6 @@ fn vod_origin() -> Origin {
     Origin::start(OriginOpts::new().media(test_media(VOD_SECS)))
 }
 
-/// DESCRIBE, then SETUP of the first track over TCP: a new session (or the
-/// refusal).
-fn setup_session(conn: &mut RtspConn, url: &str) -> RtspMessage {
-    let describe = conn.request("DESCRIBE", url, &[]);
-    assert_eq!(describe.status(), 200, "{describe:?}");
-    let track = describe.sdp_track_urls(url)[0].clone();
-    conn.request(
-        "SETUP",
-        &track,
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-    )
-}
-
 fn assert_ffprobe_plays(proxy: &Proxy, url: &str) {
     let counts = ffprobe_count_frames(url, "tcp", None);
     assert_eq!(
@@ -70,10 +57,10 @@ fn session_limits_answer_453_per_address_and_503_in_all() {
     // Another address takes its two sessions; a third is refused with 453.
     let mut other = RtspConn::connect_from(proxy.port(), OTHER_IP);
     for _ in 0..2 {
-        let setup = setup_session(&mut other, &url);
+        let setup = other.describe_and_setup_first(&url).1;
         assert_eq!(setup.status(), 200, "{setup:?}");
     }
-    let refused = setup_session(&mut other, &url);
+    let refused = other.describe_and_setup_first(&url).1;
     assert_eq!(refused.status(), 453, "{refused:?}");
     assert!(proxy.wait_log("session refused: 453", Duration::from_secs(5)));
     // The refused player's connection still works.
@@ -84,9 +71,9 @@ fn session_limits_answer_453_per_address_and_503_in_all() {
 
     // With 3 sessions held, the server is full: 503 with Retry-After.
     let mut local = RtspConn::connect(proxy.port());
-    let held = setup_session(&mut local, &url);
+    let held = local.describe_and_setup_first(&url).1;
     assert_eq!(held.status(), 200, "{held:?}");
-    let full = setup_session(&mut local, &url);
+    let full = local.describe_and_setup_first(&url).1;
     assert_eq!(full.status(), 503, "{full:?}");
     assert!(
         full.header("Retry-After")
@@ -158,7 +145,7 @@ fn idle_connections_are_closed_unless_they_carry_a_session() {
     slow.send_raw(b"OPTIONS rtsp://127.0.0.1/o RTSP/1.0\r\nCSeq: 1\r\n")
         .unwrap();
     let mut with_session = RtspConn::connect(proxy.port());
-    let setup = setup_session(&mut with_session, &url);
+    let setup = with_session.describe_and_setup_first(&url).1;
     assert_eq!(setup.status(), 200, "{setup:?}");
 
     assert!(idle.closed_within(Duration::from_secs(10)));

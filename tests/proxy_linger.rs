@@ -5,7 +5,8 @@
 
 mod support;
 
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -97,5 +98,40 @@ fn a_described_title_waits_for_its_player_without_an_origin_session() {
     assert!(conn.read_interleaved().is_ok(), "no media after PLAY");
     // The first DESCRIBE's hub served both: one DESCRIBE at the origin.
     assert_eq!(origin.requests("DESCRIBE").len(), 1, "{:?}", origin.lines());
+    assert_eq!(origin.sessions(), 1, "{:?}", origin.lines());
+}
+
+/// DESCRIBEs alone (a monitoring probe asking for the SDP every so often)
+/// do not keep a live origin session open once its last player has left:
+/// only a SETUP makes the hub wait for a player that has yet to PLAY.
+#[test]
+fn describes_alone_do_not_keep_the_origin_session_after_the_last_player() {
+    let (origin, proxy, _cache) = rig();
+    let url = proxy.url("/o/live");
+    thread::scope(|s| {
+        let player = s.spawn(|| ffprobe_count_frames(&url, "tcp", Some(3)));
+        assert_eq!(
+            origin.wait_count("ORIGIN new-session", 1, Duration::from_secs(20)),
+            1,
+            "{:?}",
+            origin.lines()
+        );
+        // Probe while the player plays and after it has left, until the
+        // origin session is torn down.
+        let mut probe = RtspConn::connect(proxy.port());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while origin.count("ORIGIN session-removed") == 0 {
+            let describe = probe.request("DESCRIBE", &url, &[("Accept", "application/sdp")]);
+            assert_eq!(describe.status(), 200, "{describe:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the origin session outlived its player while only DESCRIBEs came\n{}",
+                proxy.logs()
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+        let frames = player.join().unwrap();
+        assert!(frames.video > 0, "{frames:?}");
+    });
     assert_eq!(origin.sessions(), 1, "{:?}", origin.lines());
 }

@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
@@ -238,7 +239,9 @@ async fn source_for(
     if cc.only_if_cached {
         return Err(Reply::status(504));
     }
-    match server.catalog.hub(resolved, described).await {
+    // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
+    let claim = request.method() == Method::Setup;
+    match server.catalog.hub(resolved, described, claim).await {
         Ok(hub) => Ok(Source::Hub(hub)),
         Err(e) => {
             warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
@@ -418,8 +421,13 @@ fn session_header(server: &Server, session: &PlayerSession) -> String {
     )
 }
 
+/// How often a UDP player's RTCP listener that hears nothing looks whether
+/// its session has ended.
+const RTCP_LISTENER_CHECK: Duration = Duration::from_secs(2);
+
 /// Binds an RTP/RTCP port pair toward a UDP player and listens to its RTCP
-/// (receiver reports keep the session alive).
+/// (receiver reports keep the session alive and tell its losses) until the
+/// session ends.
 async fn udp_delivery(
     server: &Server,
     session: &Arc<PlayerSession>,
@@ -436,10 +444,20 @@ async fn udp_delivery(
     let weak = Arc::downgrade(session);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((len, from)) = listener.recv_from(&mut buf).await {
-            let Some(session) = weak.upgrade() else { break };
-            if from.ip() == player_ip {
-                session.player_rtcp(&buf[..len]);
+        loop {
+            match tokio::time::timeout(RTCP_LISTENER_CHECK, listener.recv_from(&mut buf)).await {
+                Ok(Ok((len, from))) => {
+                    let Some(session) = weak.upgrade() else { break };
+                    if from.ip() == player_ip {
+                        session.player_rtcp(&buf[..len]);
+                    }
+                }
+                Ok(Err(_)) => break,
+                // A player that has left sends nothing more: without this
+                // look, the task and the ports it holds would outlive its
+                // session for good.
+                Err(_) if weak.strong_count() == 0 => break,
+                Err(_) => {}
             }
         }
     });

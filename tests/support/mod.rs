@@ -788,6 +788,27 @@ impl Proxy {
         None // Drop kills it.
     }
 
+    /// Waits until the store holds the whole title at `url`: a DESCRIBE with
+    /// `Cache-Control: only-if-cached` is answered 200 rather than 504
+    /// (any other answer panics), asked every 100 ms; panics after `limit`.
+    pub fn wait_cached(&self, url: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut conn = RtspConn::connect(self.port());
+            let resp = conn.request("DESCRIBE", url, &[("Cache-Control", "only-if-cached")]);
+            if resp.status() == 200 {
+                return;
+            }
+            assert_eq!(resp.status(), 504, "{resp:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{url} never became a complete cache entry\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGHUP: the daemon reloads its configuration file.
     pub fn hangup(&self) {
         send_signal("HUP", &self.child.id().to_string());
@@ -1133,6 +1154,11 @@ impl RtspConn {
     pub fn connect(port: u16) -> RtspConn {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        RtspConn::over(stream)
+    }
+
+    /// A client on a connected stream (10 s read timeout, no Nagle).
+    fn over(stream: TcpStream) -> RtspConn {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -1169,16 +1195,7 @@ impl RtspConn {
         ));
         connect(fd.as_raw_fd(), &server)
             .unwrap_or_else(|e| panic!("connect from {source} to port {port}: {e}"));
-        let stream = TcpStream::from(fd);
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        RtspConn {
-            stream,
-            buf: Vec::new(),
-            cseq: 0,
-        }
+        RtspConn::over(TcpStream::from(fd))
     }
 
     pub fn set_read_timeout(&self, limit: Duration) {
@@ -1210,6 +1227,21 @@ impl RtspConn {
             "response to {method} {url} has the wrong CSeq: {resp:?}"
         );
         resp
+    }
+
+    /// DESCRIBE `url` (panics unless 200), then SETUP of its first track
+    /// over TCP, interleaved on channels 0-1, as a new session: both
+    /// answers, the SETUP's status left to the caller (it may be refused).
+    pub fn describe_and_setup_first(&mut self, url: &str) -> (RtspMessage, RtspMessage) {
+        let describe = self.request("DESCRIBE", url, &[]);
+        assert_eq!(describe.status(), 200, "DESCRIBE {url}: {describe:?}");
+        let track = describe.sdp_track_urls(url)[0].clone();
+        let setup = self.request(
+            "SETUP",
+            &track,
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        );
+        (describe, setup)
     }
 
     /// DESCRIBE `url`, SETUP every track (RTP/AVP/TCP interleaved on
@@ -1444,24 +1476,67 @@ impl Proxy {
 // ---------------------------------------------------------------------------
 // The admin HTTP API
 
-/// An HTTP response from the admin API.
+/// An HTTP response from the admin API, its body de-chunked.
 #[derive(Debug)]
 pub struct AdminResponse {
     pub status: u16,
+    /// (name in lower case, value), in order.
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
+impl AdminResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when empty); panics if it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        if self.body.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The message of a JSON error answer (`{"error": "..."}`), or "".
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Status line, headers and body, as a person reading the answer sees them.
+impl fmt::Display for AdminResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "HTTP {}", self.status)?;
+        for (name, value) in &self.headers {
+            writeln!(f, "{name}: {value}")?;
+        }
+        write!(f, "\n{}", self.body)
+    }
+}
+
 impl Proxy {
-    /// `GET path` on the admin API (plain HTTP/1.1, `Connection: close`).
-    /// Panics if the config has no admin listener or the answer is not HTTP.
+    /// `GET path` on the admin API, without a token (see [`admin_request`]).
+    /// Panics if the config has no admin listener.
     pub fn admin_get(&self, path: &str) -> AdminResponse {
         let port = self.admin_port.expect("the proxy's config enables [admin]");
         admin_request(port, "GET", path, &[])
     }
 }
 
-/// One HTTP/1.1 request to `127.0.0.1:port`, the whole response read.
+/// The `Authorization` header for the admin API's bearer `token`.
+pub fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+/// One HTTP/1.1 request without a body to the admin API on
+/// `127.0.0.1:port` (`Connection: close`), with extra `headers` (e.g.
+/// [`bearer`]); the whole response read. Panics if it cannot connect or
+/// the answer is not HTTP/1.1.
 pub fn admin_request(
     port: u16,
     method: &str,
@@ -1470,11 +1545,13 @@ pub fn admin_request(
 ) -> AdminResponse {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .unwrap_or_else(|e| panic!("connect to the admin API on {port}: {e}"));
+    // A reload may end sessions before it answers.
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
     for (name, value) in headers {
         request += &format!("{name}: {value}\r\n");
     }
@@ -1534,4 +1611,41 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&raw[..size]);
         raw = &raw[size + 2..];
     }
+}
+
+/// Polls `probe` every 200 ms until it returns something, for up to `limit`.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Standard base64 (RFC 4648, padded): `Basic` credentials, and the form a
+/// leaked `user:password` would take.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }
