@@ -45,6 +45,10 @@ pub enum After {
     Idle,
     /// RTCP BYE on every track.
     Bye,
+    /// RTCP BYE on every track, then one more RTP packet per track: what a
+    /// client sees when it reads a BYE (RTCP socket) before the last RTP
+    /// packets (RTP socket).
+    ByeBeforeLastPacket,
     /// The TCP connection is closed.
     Close,
 }
@@ -340,7 +344,7 @@ async fn play(sinks: Vec<Sink>, script: Script, out: mpsc::UnboundedSender<Vec<u
         After::Close => {
             let _ = out.send(Vec::new());
         }
-        After::Bye => {
+        After::Bye | After::ByeBeforeLastPacket => {
             for sink in &sinks {
                 let bye = build_bye(7);
                 match sink {
@@ -351,6 +355,15 @@ async fn play(sinks: Vec<Sink>, script: Script, out: mpsc::UnboundedSender<Vec<u
                         let mut frame = Vec::new();
                         encode_interleaved(*rtcp, &bye, &mut frame).unwrap();
                         let _ = out.send(frame);
+                    }
+                }
+            }
+            if script.after == After::ByeBeforeLastPacket {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                for (i, sink) in sinks.iter().enumerate() {
+                    if let Sink::Udp { socket, rtp, .. } = sink {
+                        let last = rtp_packet(96 + i as u8, script.packets as u16);
+                        let _ = socket.send_to(&last, rtp).await;
                     }
                 }
             }

@@ -40,7 +40,8 @@
 //!   keep-alive (GET_PARAMETER if the origin lists it in `Public`, else
 //!   OPTIONS) at half the session timeout, sends RTCP receiver reports every
 //!   5 s, and ends with [`OriginEvent::Ended`] when the origin sends RTCP BYE
-//!   on every track ([`EndReason::Bye`]), closes the connection
+//!   on every track ([`EndReason::Bye`]; over UDP after `session::BYE_GRACE`,
+//!   for RTP packets read after the BYE), closes the connection
 //!   ([`EndReason::Eof`]), or fails or falls silent for
 //!   `session::MEDIA_STALL` ([`EndReason::Failed`]).
 //! - [`OriginSession::teardown`] sends TEARDOWN and waits for the task.

@@ -23,6 +23,8 @@ use tokio::time::{interval, interval_at, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::timing::sleep_until_opt;
+
 use super::conn::{method_name, response_cseq, Connection, Req};
 use super::udp::{bind_pair, recv_any};
 use super::{Described, EndReason, OriginError, OriginEvent, OriginTarget, TransportPref};
@@ -37,6 +39,14 @@ pub const MEDIA_STALL: Duration = Duration::from_secs(10);
 /// Interval of our RTCP receiver reports (RFC 3550's minimum).
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Over UDP, how long the session keeps receiving after the origin's BYE on
+/// every track before it ends. RTP and RTCP arrive on separate sockets, so
+/// the order in which they are read is not the order in which they were
+/// sent: the BYE of a track can be read before that track's last RTP
+/// packets, which are still queued on (or on their way to) the RTP socket.
+/// Ending at once lost the title's last audio packet from the recording now
+/// and then under load. Over TCP the stream keeps the origin's order.
+pub const BYE_GRACE: Duration = Duration::from_millis(250);
 const CNAME: &str = "streamcache";
 
 /// A running origin session. Dropping it tears the session down in the
@@ -224,6 +234,9 @@ struct Running {
     dropped: u64,
     ssrc: u32,
     first_media: Option<oneshot::Sender<Result<(), OriginError>>>,
+    /// UDP mode, BYE seen on every track: when the session ends (see
+    /// [`BYE_GRACE`]).
+    bye_deadline: Option<Instant>,
 }
 
 impl Running {
@@ -364,6 +377,7 @@ impl Running {
             dropped: 0,
             ssrc: rand::random(),
             first_media: None,
+            bye_deadline: None,
         })
     }
 
@@ -424,6 +438,7 @@ impl Running {
                 },
                 _ = keepalive.tick() => self.send_keepalive().await,
                 _ = housekeeping.tick() => self.housekeeping().await,
+                _ = sleep_until_opt(self.bye_deadline) => Some(self.end_after_bye(&mut buf)),
             };
             if let Some(exit) = exit {
                 return exit;
@@ -515,14 +530,35 @@ impl Running {
             }
             Err(TrySendError::Closed(_)) => return Some(Exit::Stopped),
         }
-        if rtcp && self.tracks.iter().all(|t| t.bye) {
+        if rtcp && self.bye_deadline.is_none() && self.tracks.iter().all(|t| t.bye) {
             info!(
                 origin = self.conn.origin(),
                 "origin sent BYE on every track"
             );
-            return Some(Exit::Ended(EndReason::Bye));
+            if self.udp.is_empty() {
+                return Some(Exit::Ended(EndReason::Bye));
+            }
+            self.bye_deadline = Some(Instant::now() + BYE_GRACE);
         }
         None
+    }
+
+    /// The BYE grace is over: delivers the datagrams still queued on the
+    /// sockets (the task may not have been scheduled to read them), then
+    /// ends the session. At most a queue's worth per socket, so an origin
+    /// that keeps sending after its BYE cannot hold the session open.
+    fn end_after_bye(&mut self, buf: &mut [u8]) -> Exit {
+        for socket in 0..self.udp.len() {
+            for _ in 0..EVENT_QUEUE {
+                let Ok((n, from)) = self.udp[socket].try_recv_from(buf) else {
+                    break;
+                };
+                if let Some(exit) = self.on_datagram(socket, &buf[..n], from) {
+                    return exit;
+                }
+            }
+        }
+        Exit::Ended(EndReason::Bye)
     }
 
     async fn send_keepalive(&mut self) -> Option<Exit> {
