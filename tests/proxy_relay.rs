@@ -148,7 +148,7 @@ fn gst_launch_reaches_eos_through_proxy_over_tcp_and_udp() {
 fn mount_transport_tcp_forces_interleaved_toward_origin() {
     let origin = Origin::start(OriginOpts::new());
     let (proxy, _cache) = start_proxy(&[Mount::new("/cam", &origin.url("/live")).transport("tcp")]);
-    let frames = ffprobe_count_frames(&proxy.url("/cam"), "udp", Some(2));
+    let frames = ffprobe_count_video_frames(&proxy.url("/cam"), "udp", 2);
     assert!(frames.video > FRAME_RATE, "{frames:?}");
     let setups = origin_setup_transports(&origin);
     assert_eq!(setups.len(), 2, "one SETUP per track: {setups:?}");
@@ -167,7 +167,7 @@ fn mount_transport_tcp_forces_interleaved_toward_origin() {
 fn mount_transport_auto_uses_udp_toward_origin() {
     let origin = Origin::start(OriginOpts::new());
     let (proxy, _cache) = start_proxy(&[Mount::new("/cam", &origin.url("/live"))]);
-    let frames = ffprobe_count_frames(&proxy.url("/cam"), "tcp", Some(2));
+    let frames = ffprobe_count_video_frames(&proxy.url("/cam"), "tcp", 2);
     assert!(frames.video > FRAME_RATE, "{frames:?}");
     let setups = origin_setup_transports(&origin);
     assert_eq!(setups.len(), 2, "one SETUP per track: {setups:?}");
@@ -195,7 +195,7 @@ fn mount_transport_auto_falls_back_to_tcp_when_udp_never_arrives() {
     )
     .replace("udp_fallback_secs = 3", "udp_fallback_secs = 1");
     let proxy = Proxy::start(&config);
-    let frames = ffprobe_count_frames(&proxy.url("/cam"), "tcp", Some(2));
+    let frames = ffprobe_count_video_frames(&proxy.url("/cam"), "tcp", 2);
     assert!(frames.video > FRAME_RATE, "{frames:?}");
 
     let setups = origin_setup_transports(&origin);

@@ -882,6 +882,36 @@ pub fn ffprobe_count_frames(url: &str, transport: &str, read_secs: Option<u32>) 
     }
 }
 
+/// Decoded video frames of a live `url` over `read_secs` seconds of the
+/// video's own timestamps (`-select_streams v`). ffprobe's `-read_intervals`
+/// window over all streams closes at the first packet of any stream past its
+/// end: on a loaded machine a live origin's audio keeps real time while its
+/// video encoder lags, so that window closes before the video's seconds are
+/// in and counts fewer frames though none was lost. Measured on the video's
+/// timeline, the count says whether video frames went missing.
+pub fn ffprobe_count_video_frames(url: &str, transport: &str, read_secs: u32) -> FrameCounts {
+    require_peers();
+    let output = run_bounded(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rtsp_transport", transport])
+            .args(["-select_streams", "v"])
+            .args(["-read_intervals", &format!("%+{read_secs}")])
+            .args(["-count_frames", "-show_entries", "stream=nb_read_frames"])
+            .args(["-of", "csv=p=0", url]),
+        PLAYER_LIMIT,
+    );
+    let video = output
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim().parse::<u64>().ok())
+        .sum();
+    FrameCounts {
+        video,
+        audio: 0,
+        output,
+    }
+}
+
 /// One decoded frame as ffprobe reports it.
 #[derive(Clone, Debug)]
 pub struct FrameInfo {
