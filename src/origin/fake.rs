@@ -49,6 +49,8 @@ pub enum After {
     /// client sees when it reads a BYE (RTCP socket) before the last RTP
     /// packets (RTP socket).
     ByeBeforeLastPacket,
+    /// As `ByeBeforeLastPacket`, then the TCP connection is closed.
+    ByeBeforeLastPacketThenClose,
     /// The TCP connection is closed.
     Close,
 }
@@ -344,7 +346,7 @@ async fn play(sinks: Vec<Sink>, script: Script, out: mpsc::UnboundedSender<Vec<u
         After::Close => {
             let _ = out.send(Vec::new());
         }
-        After::Bye | After::ByeBeforeLastPacket => {
+        After::Bye | After::ByeBeforeLastPacket | After::ByeBeforeLastPacketThenClose => {
             for sink in &sinks {
                 let bye = build_bye(7);
                 match sink {
@@ -358,7 +360,7 @@ async fn play(sinks: Vec<Sink>, script: Script, out: mpsc::UnboundedSender<Vec<u
                     }
                 }
             }
-            if script.after == After::ByeBeforeLastPacket {
+            if script.after != After::Bye {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 for (i, sink) in sinks.iter().enumerate() {
                     if let Sink::Udp { socket, rtp, .. } = sink {
@@ -366,6 +368,9 @@ async fn play(sinks: Vec<Sink>, script: Script, out: mpsc::UnboundedSender<Vec<u
                         let _ = socket.send_to(&last, rtp).await;
                     }
                 }
+            }
+            if script.after == After::ByeBeforeLastPacketThenClose {
+                let _ = out.send(Vec::new());
             }
         }
     }

@@ -441,6 +441,11 @@ impl Running {
                 _ = sleep_until_opt(self.bye_deadline) => Some(self.end_after_bye(&mut buf)),
             };
             if let Some(exit) = exit {
+                if self.bye_deadline.is_some() && matches!(exit, Exit::Ended(EndReason::Eof)) {
+                    // Closed during the BYE grace: the datagrams already
+                    // queued still count.
+                    return self.end_after_bye(&mut buf);
+                }
                 return exit;
             }
         }

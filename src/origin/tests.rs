@@ -277,35 +277,41 @@ async fn origin_bye_and_close_end_the_session() {
 }
 
 /// Over UDP the BYE (RTCP socket) can be read before a track's last RTP
-/// packets (RTP socket): the session still delivers them before it ends.
-/// Ending at the BYE lost a title's last audio packet from the recording.
+/// packets (RTP socket): the session still delivers them before it ends,
+/// also when the origin closes the connection meanwhile. Ending at the BYE
+/// lost a title's last audio packet from the recording.
 #[tokio::test]
 async fn udp_packets_read_after_the_bye_still_arrive() {
-    let origin = FakeOrigin::start(Script {
-        after: After::ByeBeforeLastPacket,
-        ..Script::default()
-    })
-    .await;
-    let t = target(&origin, TransportPref::Udp);
-    let d = describe(&t).await.unwrap();
-    let (session, mut events) = OriginSession::start(&t, &d, None).await.unwrap();
-    let mut per_track = [0; 2];
-    loop {
-        match timeout(Duration::from_secs(5), events.recv()).await {
-            Ok(Some(OriginEvent::Packet {
-                track, rtcp: false, ..
-            })) => per_track[track] += 1,
-            Ok(Some(OriginEvent::Packet { .. })) => {}
-            Ok(Some(OriginEvent::Ended { reason })) => {
-                assert!(matches!(reason, EndReason::Bye), "{reason:?}");
-                break;
+    for after in [
+        After::ByeBeforeLastPacket,
+        After::ByeBeforeLastPacketThenClose,
+    ] {
+        let origin = FakeOrigin::start(Script {
+            after,
+            ..Script::default()
+        })
+        .await;
+        let t = target(&origin, TransportPref::Udp);
+        let d = describe(&t).await.unwrap();
+        let (session, mut events) = OriginSession::start(&t, &d, None).await.unwrap();
+        let mut per_track = [0; 2];
+        loop {
+            match timeout(Duration::from_secs(5), events.recv()).await {
+                Ok(Some(OriginEvent::Packet {
+                    track, rtcp: false, ..
+                })) => per_track[track] += 1,
+                Ok(Some(OriginEvent::Packet { .. })) => {}
+                Ok(Some(OriginEvent::Ended { reason })) => {
+                    assert!(matches!(reason, EndReason::Bye), "{reason:?}");
+                    break;
+                }
+                other => panic!("after {per_track:?}: {other:?}"),
             }
-            other => panic!("after {per_track:?}: {other:?}"),
         }
+        let sent = Script::default().packets + 1;
+        assert_eq!(per_track, [sent, sent]);
+        session.teardown().await;
     }
-    let sent = Script::default().packets + 1;
-    assert_eq!(per_track, [sent, sent]);
-    session.teardown().await;
 }
 
 #[tokio::test]
