@@ -343,6 +343,12 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text as read (the reload
+    /// compares files as written).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
         let fail = |problems| ConfigError {
             file: path.to_owned(),
             problems,
@@ -354,7 +360,8 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }])
         })?;
-        Config::parse(&text).map_err(fail)
+        let config = Config::parse(&text).map_err(fail)?;
+        Ok((config, text))
     }
 
     /// Parses and validates configuration text.

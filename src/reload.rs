@@ -26,7 +26,7 @@ use serde::Serialize;
 use toml::{Table, Value};
 use tracing::{info, warn};
 
-use crate::config::{trim_slash, Config, ConfigError, Problem};
+use crate::config::{trim_slash, Config, ConfigError};
 use crate::mounts::{presentation_key, Mounts};
 use crate::serve::Server;
 
@@ -38,18 +38,7 @@ pub struct Loaded {
 
 /// Reads and validates a configuration file.
 pub fn read(path: &Path) -> Result<Loaded, ConfigError> {
-    let fail = |problems| ConfigError {
-        file: path.to_owned(),
-        problems,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        fail(vec![Problem {
-            line: None,
-            key: "(file)".into(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    let config = Config::parse(&text).map_err(fail)?;
+    let (config, text) = Config::load_with_text(path)?;
     // Config::parse accepted the text, so it is a TOML table.
     let table = text.parse::<Table>().unwrap_or_default();
     Ok(Loaded { config, table })

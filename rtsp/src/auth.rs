@@ -522,7 +522,10 @@ fn unsupported(what: &'static str, value: &str) -> AuthError {
     AuthError::Unsupported(what, value.chars().take(32).collect())
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares two secrets without an early exit on the first differing byte,
+/// so that response timing does not tell how much of a guess was right
+/// (only whether its length was).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -530,6 +533,15 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(!ct_eq(b"", b"secret"));
+        assert!(ct_eq(b"", b""));
+    }
 
     fn mufasa() -> Credentials {
         Credentials {
