@@ -152,6 +152,12 @@ pub struct Metrics {
     cache_revalidations: Family<ResultLabels, Counter>,
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("streamcache");

@@ -1,0 +1,3 @@
+//! The command line's subcommands other than `serve` (see [`crate::daemon`]).
+
+pub mod cache;

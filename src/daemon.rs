@@ -1,0 +1,151 @@
+//! Running the daemon: open the store, bind the listeners, serve until
+//! SIGTERM or Ctrl-C.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use streamcache_cache::{Store, StoreConfig};
+use streamcache_rtsp::framing::Limits;
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::hub::HubSettings;
+use crate::metrics::Metrics;
+use crate::mounts::{Mounts, OriginTiming};
+use crate::{admin, notify, reload, serve};
+
+/// Opens the configured store. The daemon opens it for writing (and holds
+/// its lock); the `cache` inspection commands open it read-only, which is
+/// safe while the daemon runs.
+pub fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
+    let store_config = StoreConfig {
+        budget_bytes: config.cache.disk_budget.0,
+        segment_max_bytes: config.cache.segment_size.0,
+        segment_max_duration_ns: config.cache.segment_secs.saturating_mul(1_000_000_000),
+    };
+    let dir = &config.cache.dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let opened = if read_only {
+        Store::open_read_only(dir, store_config)
+    } else {
+        Store::open(dir, store_config)
+    };
+    let (store, problems) =
+        opened.with_context(|| format!("cannot open cache {}", dir.display()))?;
+    for problem in problems {
+        warn!(error = %problem, "cache entry skipped");
+    }
+    Ok(store)
+}
+
+pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    // Read once, for both the daemon and the reloader's record of the file.
+    let loaded = reload::read(path)?;
+    let config = &loaded.config;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // RUST_LOG wins over the configured level; check-config validated the latter.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_server(&loaded, path))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> {
+    let config = &loaded.config;
+    let store = open_store(config, false)?;
+    let mounts = Mounts::from_config(config);
+    if mounts.is_empty() {
+        warn!("no mounts configured: every request will be answered 404 until [[mount]] sections are added");
+    }
+    for mount in mounts.iter() {
+        info!(path = %mount.path, origin = %mount.origin, transport = ?mount.transport, "mount");
+    }
+    let timing = OriginTiming::from_config(config);
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch_store(store.clone());
+    let catalog = Catalog::new(
+        store,
+        timing,
+        HubSettings {
+            queue_packets: config.rtsp.player_queue_packets,
+            linger: timing.linger,
+            reconnect_attempts: timing.reconnect_attempts,
+            gop_max_bytes: 8 << 20,
+            setup_grace: config.rtsp.session_timeout(),
+        },
+        Duration::from_secs(config.cache.default_fresh_secs),
+        Arc::clone(&metrics),
+    );
+    let listen = config
+        .rtsp
+        .listen_addr()
+        .context("rtsp.listen is not an address")?;
+    let listener = serve::bind(listen).await?;
+    let local = listener.local_addr().context("listener has no address")?;
+    let admin_listener = match config.admin.listen_addr() {
+        Some(addr) => Some(admin::bind(addr).await?),
+        None => None,
+    };
+    let limits = Limits {
+        max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
+        max_headers: config.rtsp.max_headers,
+    };
+    let server = serve::Server::new(
+        catalog,
+        mounts,
+        metrics,
+        limits,
+        config.rtsp.session_timeout(),
+        local,
+        serve::limits::PlayerLimits::from_config(&config.rtsp),
+    );
+    // Reload by SIGHUP (`systemctl reload`) or through the admin API.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
+    Arc::clone(&reloader).watch_sighup();
+    if let Some(admin_listener) = admin_listener {
+        tokio::spawn(admin::run(
+            admin_listener,
+            Arc::clone(&server),
+            config.admin.token.clone(),
+            Some(reloader),
+        ));
+    }
+    // Every listener is bound: tell systemd (Type=notify) we are ready.
+    match notify::ready() {
+        Ok(true) => info!(%local, "readiness sent to systemd"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot notify systemd of readiness"),
+    }
+    tokio::select! {
+        result = server.run(listener) => result,
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
