@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use streamcache_cache::{CacheError, CacheHeaders as StoreCacheHeaders};
+use streamcache_cache::CacheError;
 use streamcache_cache::{Metadata, PresentationState, Store};
+use streamcache_types::{Npt, NptSpan};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, info, warn};
 
@@ -36,10 +37,6 @@ use crate::origin::{
 };
 
 type Slot = Arc<AsyncMutex<Option<Arc<Hub>>>>;
-
-/// How close to the title's start a held span must begin to count as
-/// holding it from the start.
-const HELD_SLACK_NS: u64 = 500_000_000;
 
 /// A presentation the store holds completely: it plays without the origin.
 pub struct CachedTitle {
@@ -144,9 +141,7 @@ impl Catalog {
     /// end; a live recording is never replayed as live).
     fn not_held(&self, key: &str) -> LookupOutcome {
         match self.store.metadata(key) {
-            Ok(Some(meta)) if meta.range.is_some_and(|r| r.end_ns.is_some()) => {
-                LookupOutcome::Partial
-            }
+            Ok(Some(meta)) if meta.range.is_some_and(|r| r.end.is_some()) => LookupOutcome::Partial,
             _ => LookupOutcome::Miss,
         }
     }
@@ -183,9 +178,8 @@ impl Catalog {
         strict: bool,
     ) -> (LookupOutcome, Lookup) {
         let key = &resolved.key;
-        let stored_headers = origin_headers(&title.metadata.cache_headers);
         let stored = Stored {
-            cache_headers: &stored_headers,
+            cache_headers: &title.metadata.cache_headers,
             sdp_text: &title.metadata.sdp,
         };
         let counters = self.metrics.origin(&resolved.mount.path);
@@ -253,12 +247,7 @@ impl Catalog {
         headers: &CacheHeaders,
     ) -> Arc<CachedTitle> {
         let mut metadata = title.metadata.clone();
-        metadata.cache_headers = StoreCacheHeaders {
-            last_modified: headers.last_modified.clone(),
-            etag: headers.etag.clone(),
-            cache_control: headers.cache_control.clone(),
-            expires: headers.expires.clone(),
-        };
+        metadata.cache_headers = headers.clone();
         metadata.validated_at_unix_ms = freshness::unix_ms(SystemTime::now());
         let store = self.store.clone();
         let saved = metadata.clone();
@@ -388,7 +377,7 @@ impl Catalog {
     /// Where an on-demand fill starts: after what the store already holds
     /// from the title's start (a partial fill), or at the start. A partial
     /// recording of a title that has changed since is dropped first.
-    fn fill_start(&self, key: &str, described: &Described) -> Option<f64> {
+    fn fill_start(&self, key: &str, described: &Described) -> Option<Npt> {
         let meta = self.store.metadata(key).ok().flatten()?;
         if meta.state == PresentationState::Recording {
             return None; // a fill is running elsewhere; its hub would be joinable
@@ -400,21 +389,17 @@ impl Catalog {
             }
             return None;
         }
-        let start = meta.range.map_or(0, |r| r.start_ns);
-        // The store merges spans that touch; the one holding the start says
-        // how far the title is held without a gap.
-        let held_to = meta
-            .spans
-            .iter()
-            .filter(|s| s.start_ns <= start + HELD_SLACK_NS)
-            .map(|s| s.end_ns)
-            .max()?;
+        let start = meta.range.map_or(Npt::ZERO, |r| r.start);
+        let held_to = NptSpan::held_to(&meta.spans, start);
+        if held_to <= start {
+            return None;
+        }
         info!(
             key,
-            held_secs = held_to as f64 / 1e9,
+            held_secs = held_to.as_secs_f64(),
             "partial title: filling the rest from the origin"
         );
-        Some(held_to as f64 / 1e9)
+        Some(held_to)
     }
 
     fn slot(&self, key: &str) -> Slot {
@@ -464,16 +449,6 @@ fn save_metadata(store: &Store, metadata: Metadata) -> Result<(), CacheError> {
     let (key, state) = (metadata.key.clone(), metadata.state);
     let writer = store.open_writer(&key, metadata)?;
     writer.finish(state)
-}
-
-/// The stored cache headers in the origin client's terms.
-fn origin_headers(h: &StoreCacheHeaders) -> CacheHeaders {
-    CacheHeaders {
-        last_modified: h.last_modified.clone(),
-        etag: h.etag.clone(),
-        cache_control: h.cache_control.clone(),
-        expires: h.expires.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -540,7 +515,7 @@ mod tests {
         let meta = Metadata {
             key: resolved.key.clone(),
             sdp: crate::origin::fake::SDP.into(),
-            cache_headers: StoreCacheHeaders {
+            cache_headers: CacheHeaders {
                 last_modified: Some("Tue, 06 Feb 2024 10:00:00 GMT".into()),
                 etag: Some("\"abc\"".into()),
                 cache_control: Some(cache_control.into()),
@@ -690,10 +665,10 @@ mod tests {
     async fn a_partly_held_vod_title_counts_as_partial_a_live_recording_as_a_miss() {
         let s = setup(Script::default(), "max-age=600", Duration::ZERO).await;
         let mut meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
-        for (end_ns, outcome) in [(Some(10_000_000_000), "partial"), (None, "miss")] {
+        for (end, outcome) in [(Some(Npt::from_secs(10)), "partial"), (None, "miss")] {
             meta.range = Some(streamcache_cache::NptRange {
-                start_ns: 0,
-                end_ns,
+                start: Npt::ZERO,
+                end,
             });
             let writer = s.store.open_writer(&s.resolved.key, meta.clone()).unwrap();
             writer.finish(PresentationState::Partial).unwrap();

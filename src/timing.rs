@@ -1,4 +1,4 @@
-//! Small time helpers shared by the hub, playback and the RTSP methods.
+//! A timer helper shared by the hub, playback and the RTSP methods.
 
 use tokio::time::{sleep_until, Instant};
 
@@ -9,9 +9,4 @@ pub async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// npt in seconds (as RTSP and SDP write it) to nanoseconds; negative is 0.
-pub fn secs_to_ns(secs: f64) -> u64 {
-    (secs.max(0.0) * 1e9) as u64
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use streamcache_cache::{
-    Metadata, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
+    Metadata, Npt, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
 };
 
 const PAYLOAD: usize = 1200;
@@ -43,7 +43,7 @@ fn record(i: u64, payload: &[u8]) -> RecordIn<'_> {
             random_access: i.is_multiple_of(1000),
             discontinuity: false,
         },
-        media_time_ns: i * 2_000_000,
+        media_time: Npt::from_ns(i * 2_000_000),
         payload,
     }
 }
@@ -122,7 +122,7 @@ fn seek(c: &mut Criterion) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            cursor.seek(x % duration_ns).expect("seek");
+            cursor.seek(Npt::from_ns(x % duration_ns)).expect("seek");
             let record = cursor.next().expect("a record").expect("intact");
             assert!(record.flags.random_access);
             black_box(record.payload.len())

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use crate::{CacheError, Record, RecordFlags, RecordIn, RecordKind};
+use crate::{CacheError, Npt, Record, RecordFlags, RecordIn, RecordKind};
 
 /// First eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SCSEGMNT";
@@ -215,7 +215,7 @@ pub fn encode_record(rec: &RecordIn, out: &mut [u8]) {
     head[5] = kind;
     head[6] = flags;
     head[7] = 0;
-    head[8..16].copy_from_slice(&rec.media_time_ns.to_le_bytes());
+    head[8..16].copy_from_slice(&rec.media_time.as_ns().to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..16]), body);
     head[16..20].copy_from_slice(&crc.to_le_bytes());
 }
@@ -294,9 +294,9 @@ pub fn decode_record(bytes: &[u8], offset: u64, end: u64) -> Result<(Record<'_>,
             random_access: head[6] & FLAG_RANDOM_ACCESS != 0,
             discontinuity: head[6] & FLAG_DISCONTINUITY != 0,
         },
-        media_time_ns: u64::from_le_bytes([
+        media_time: Npt::from_ns(u64::from_le_bytes([
             head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
-        ]),
+        ])),
         payload,
     };
     Ok((record, next))
@@ -511,9 +511,9 @@ pub fn scan_records(bytes: &[u8], start: u64, end: u64) -> Scan {
         }
         match decode_record(bytes, at, end) {
             Ok((rec, next)) => {
-                index.observe(rec.flags, rec.media_time_ns, at);
-                min_ns = min_ns.min(rec.media_time_ns);
-                max_ns = max_ns.max(rec.media_time_ns);
+                index.observe(rec.flags, rec.media_time.as_ns(), at);
+                min_ns = min_ns.min(rec.media_time.as_ns());
+                max_ns = max_ns.max(rec.media_time.as_ns());
                 count += 1;
                 at = next;
             }

@@ -58,6 +58,7 @@ pub use meta::{
 };
 pub use reader::{Cursor, Reader};
 pub use store::{EntryInfo, Store, StoreConfig};
+pub use streamcache_types::Npt;
 pub use verify::VerifyReport;
 pub use writer::Writer;
 
@@ -86,8 +87,8 @@ pub struct RecordIn<'a> {
     pub track: u8,
     pub kind: RecordKind,
     pub flags: RecordFlags,
-    /// Normal play time of the record, in nanoseconds.
-    pub media_time_ns: u64,
+    /// Normal play time of the record.
+    pub media_time: Npt,
     /// The packet bytes exactly as they came off the wire.
     pub payload: &'a [u8],
 }
@@ -98,7 +99,7 @@ pub struct Record<'a> {
     pub track: u8,
     pub kind: RecordKind,
     pub flags: RecordFlags,
-    pub media_time_ns: u64,
+    pub media_time: Npt,
     pub payload: &'a [u8],
 }
 
@@ -109,7 +110,7 @@ impl<'a> Record<'a> {
             track: self.track,
             kind: self.kind,
             flags: self.flags,
-            media_time_ns: self.media_time_ns,
+            media_time: self.media_time,
             payload: self.payload,
         }
     }

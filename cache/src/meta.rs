@@ -11,6 +11,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{format, CacheError};
+#[cfg(test)]
+use streamcache_types::Npt;
+use streamcache_types::HELD_SLACK;
+pub use streamcache_types::{CacheHeaders, NptRange, NptSpan};
 
 const FORMAT_NAME: &str = "streamcache-metadata";
 
@@ -40,15 +44,6 @@ pub struct Metadata {
     pub validated_at_unix_ms: Option<u64>,
 }
 
-/// The origin's cache headers, verbatim.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct CacheHeaders {
-    pub last_modified: Option<String>,
-    pub etag: Option<String>,
-    pub cache_control: Option<String>,
-    pub expires: Option<String>,
-}
-
 /// One track of the presentation.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TrackMeta {
@@ -60,20 +55,6 @@ pub struct TrackMeta {
     pub media: String,
     /// Encoding name from the rtpmap: "H264", "MPEG4-GENERIC", ...
     pub encoding: String,
-}
-
-/// A presentation range in npt nanoseconds; `end_ns` is `None` when open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct NptRange {
-    pub start_ns: u64,
-    pub end_ns: Option<u64>,
-}
-
-/// A span of npt the store holds records for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct NptSpan {
-    pub start_ns: u64,
-    pub end_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -172,18 +153,17 @@ fn byte_offset(bytes: &[u8], line: usize, column: usize) -> u64 {
     (offset + column.saturating_sub(1)).min(bytes.len()) as u64
 }
 
-/// Spans closer than this are one: a span runs from its first to its last
-/// packet's time, and the last frame lasts until the next run's first.
-pub(crate) const SPAN_JOIN_GAP_NS: u64 = 500_000_000;
-
 /// Sorts spans and merges the ones that overlap or nearly touch.
 pub(crate) fn merge_spans(mut spans: Vec<NptSpan>) -> Vec<NptSpan> {
-    spans.sort_by_key(|s| (s.start_ns, s.end_ns));
+    spans.sort_by_key(|s| (s.start, s.end));
     let mut merged: Vec<NptSpan> = Vec::with_capacity(spans.len());
     for span in spans {
         match merged.last_mut() {
-            Some(last) if span.start_ns <= last.end_ns.saturating_add(SPAN_JOIN_GAP_NS) => {
-                last.end_ns = last.end_ns.max(span.end_ns)
+            // Spans closer than the slack are one: a span runs from its
+            // first to its last packet's time, and the last frame lasts
+            // until the next run's first.
+            Some(last) if span.start <= last.end.saturating_add(HELD_SLACK) => {
+                last.end = last.end.max(span.end)
             }
             _ => merged.push(span),
         }
@@ -211,13 +191,13 @@ mod tests {
                 encoding: "H264".into(),
             }],
             range: Some(NptRange {
-                start_ns: 0,
-                end_ns: Some(20_000_000_000),
+                start: Npt::ZERO,
+                end: Some(Npt::from_secs(20)),
             }),
             state: PresentationState::Partial,
             spans: vec![NptSpan {
-                start_ns: 0,
-                end_ns: 8_000_000_000,
+                start: Npt::ZERO,
+                end: Npt::from_secs(8),
             }],
             validated_at_unix_ms: Some(1_707_213_600_000),
         }
@@ -271,8 +251,8 @@ mod tests {
     #[test]
     fn spans_merge() {
         let s = |a, b| NptSpan {
-            start_ns: a,
-            end_ns: b,
+            start: Npt::from_ns(a),
+            end: Npt::from_ns(b),
         };
         assert_eq!(
             merge_spans(vec![s(8, 20), s(0, 8), s(30, 40), s(35, 36)]),

@@ -109,8 +109,8 @@ impl PresState {
                 .iter()
                 .filter_map(|s| s.span())
                 .reduce(|a, b| NptSpan {
-                    start_ns: a.start_ns.min(b.start_ns),
-                    end_ns: a.end_ns.max(b.end_ns),
+                    start: a.start.min(b.start),
+                    end: a.end.max(b.end),
                 })
         });
         merge_spans(runs.collect())

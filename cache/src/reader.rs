@@ -16,7 +16,7 @@ use memmap2::Mmap;
 use crate::format;
 use crate::presentation::Presentation;
 use crate::segment::{PlayOrder, Segment};
-use crate::{CacheError, Metadata, Record};
+use crate::{CacheError, Metadata, Npt, Record};
 
 /// Pins a presentation against eviction while it lives.
 struct Pin {
@@ -99,12 +99,12 @@ impl std::fmt::Debug for Cursor {
 }
 
 impl Cursor {
-    /// Moves to the random-access record at or before `npt_ns` (through the
+    /// Moves to the random-access record at or before `npt` (through the
     /// sparse index), or to the start if there is none that early.
-    pub fn seek(&mut self, npt_ns: u64) -> Result<(), CacheError> {
+    pub fn seek(&mut self, npt: Npt) -> Result<(), CacheError> {
         let target = {
             let state = self.pin.pres.lock();
-            state.seek_target(npt_ns).or_else(|| {
+            state.seek_target(npt.as_ns()).or_else(|| {
                 let first = state.next_after(None)?;
                 let start = first.header_len;
                 Some((first, start))

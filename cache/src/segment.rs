@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use memmap2::{Mmap, MmapOptions};
 
 use crate::format::{IndexEntry, SegmentHeader};
-use crate::{CacheError, NptSpan};
+use crate::{CacheError, Npt, NptSpan};
 
 /// Plays segments in this order: runs by first npt, then segments of a run.
 pub type PlayOrder = (u64, u32, u32);
@@ -75,8 +75,8 @@ impl Segment {
     /// The npt span of its records, if it has any.
     pub fn span(&self) -> Option<NptSpan> {
         (self.records.load(Ordering::Relaxed) > 0).then(|| NptSpan {
-            start_ns: self.min_ns.load(Ordering::Relaxed),
-            end_ns: self.max_ns.load(Ordering::Relaxed),
+            start: Npt::from_ns(self.min_ns.load(Ordering::Relaxed)),
+            end: Npt::from_ns(self.max_ns.load(Ordering::Relaxed)),
         })
     }
 

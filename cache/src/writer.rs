@@ -105,9 +105,9 @@ impl Writer {
         if !self
             .active
             .as_ref()
-            .is_some_and(|a| a.fits(need, rec.media_time_ns, max_duration))
+            .is_some_and(|a| a.fits(need, rec.media_time.as_ns(), max_duration))
         {
-            if let Err(e) = self.roll(rec.media_time_ns) {
+            if let Err(e) = self.roll(rec.media_time.as_ns()) {
                 return Err(self.stop(e));
             }
         }
@@ -330,8 +330,8 @@ impl Active {
         format::encode_record(rec, &mut self.map[start..end]);
         self.pos = end;
         self.records += 1;
-        self.min_ns = self.min_ns.min(rec.media_time_ns);
-        self.max_ns = self.max_ns.max(rec.media_time_ns);
+        self.min_ns = self.min_ns.min(rec.media_time.as_ns());
+        self.max_ns = self.max_ns.max(rec.media_time.as_ns());
         let segment = &self.segment;
         segment.records.store(self.records, Ordering::Relaxed);
         segment.min_ns.store(self.min_ns, Ordering::Relaxed);
@@ -341,7 +341,7 @@ impl Active {
         // Indexed after publishing, so a seek never lands past `committed`.
         if let Some(entry) = self
             .index
-            .observe(rec.flags, rec.media_time_ns, start as u64)
+            .observe(rec.flags, rec.media_time.as_ns(), start as u64)
         {
             segment
                 .index

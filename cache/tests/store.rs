@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use streamcache_cache::{CacheError, Cursor, NptSpan, PresentationState, Store, StoreConfig};
+use streamcache_cache::{CacheError, Cursor, Npt, NptSpan, PresentationState, Store, StoreConfig};
 
 const BIG: u64 = 1 << 30;
 
@@ -87,8 +87,8 @@ fn records_round_trip_across_segments_and_restarts() {
     assert_eq!(
         meta.spans,
         [NptSpan {
-            start_ns: 0,
-            end_ns: 999 * FRAME_NS
+            start: Npt::ZERO,
+            end: Npt::from_ns(999 * FRAME_NS)
         }]
     );
     assert!(store
@@ -195,7 +195,7 @@ fn seek_lands_on_the_random_access_point_at_or_before() {
     let reader = store.open_reader("k").unwrap().unwrap();
     let mut cursor = reader.cursor();
     for npt_ms in [0u64, 1, 999, 1000, 1001, 17_500, 39_960, 100_000] {
-        cursor.seek(npt_ms * 1_000_000).unwrap();
+        cursor.seek(Npt::from_millis(npt_ms)).unwrap();
         let first = Rec::of(&cursor.next().unwrap().unwrap());
         let want_s = (npt_ms / 1000).min(39);
         assert!(first.flags.random_access);
@@ -229,15 +229,15 @@ fn partial_fill_runs_play_in_npt_order() {
     assert_eq!(
         meta.spans,
         [NptSpan {
-            start_ns: 0,
-            end_ns: 8_000_000_000 + 299 * FRAME_NS
+            start: Npt::ZERO,
+            end: Npt::from_ns(8_000_000_000 + 299 * FRAME_NS)
         }]
     );
     let all: Vec<_> = early.into_iter().chain(late).collect();
     assert_eq!(read_all(&store, "k"), all);
     let reader = store.open_reader("k").unwrap().unwrap();
     let mut cursor = reader.cursor();
-    cursor.seek(9_000_000_000).unwrap();
+    cursor.seek(Npt::from_secs(9)).unwrap();
     assert_eq!(
         Rec::of(&cursor.next().unwrap().unwrap()),
         rec(2, 25, 8_000_000_000, 1200)

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use streamcache_rtsp::auth::{
     parse_challenges, AuthRequest, Authorization, NonceKey, ServerAuth, UserSecret,
 };
-use streamcache_rtsp::range::{format_rtp_info, parse_rtp_info, NptRange, SessionHeader};
+use streamcache_rtsp::range::{format_rtp_info, parse_rtp_info, PlayRange, SessionHeader};
 use streamcache_rtsp::transport::{parse_list, TransportSpec};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
     for spec in parse_list(value).into_iter().flatten() {
         TransportSpec::parse(&spec.to_string()).expect("formatted Transport parses");
     }
-    if let Ok(range) = NptRange::parse(value) {
-        NptRange::parse(&range.to_string()).expect("formatted Range parses");
+    if let Ok(range) = PlayRange::parse(value) {
+        PlayRange::parse(&range.to_string()).expect("formatted Range parses");
     }
     if let Ok(infos) = parse_rtp_info(value) {
         let _ = parse_rtp_info(&format_rtp_info(&infos));

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub use streamcache_types::{Npt, NptRange};
+
 /// Why a play-position header could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -31,24 +33,25 @@ fn malformed(what: &'static str, value: &str) -> HeaderError {
 }
 
 /// A start position in normal play time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NptStart {
     /// `now`: the live point.
     Now,
-    /// Seconds from the beginning of the presentation.
-    At(f64),
+    /// A position from the beginning of the presentation.
+    At(Npt),
 }
 
-/// An npt range: `npt=start-[end]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NptRange {
+/// An npt range as a `Range` header or an SDP `a=range:` writes it:
+/// `npt=start-[end]`, where start may be `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayRange {
     /// Where play starts.
     pub start: NptStart,
     /// Where play ends, `None` for open-ended.
-    pub end: Option<f64>,
+    pub end: Option<Npt>,
 }
 
-impl NptRange {
+impl PlayRange {
     /// Parses a `Range` header value or an SDP `a=range:` value, e.g.
     /// `npt=10.5-`, `npt=0-20.3`, `npt=now-`, `npt=0:01:02.5-`.
     ///
@@ -69,56 +72,44 @@ impl NptRange {
             return Err(malformed("Range", value));
         };
         let start = match start.trim() {
-            "" => NptStart::At(0.0),
+            "" => NptStart::At(Npt::ZERO),
             s if s.eq_ignore_ascii_case("now") => NptStart::Now,
-            s => NptStart::At(parse_npt_time(s).ok_or_else(|| malformed("npt start", s))?),
+            s => NptStart::At(Npt::parse(s).ok_or_else(|| malformed("npt start", s))?),
         };
         let end = match end.trim() {
             "" => None,
-            e => Some(parse_npt_time(e).ok_or_else(|| malformed("npt end", e))?),
+            e => Some(Npt::parse(e).ok_or_else(|| malformed("npt end", e))?),
         };
         if let (NptStart::At(s), Some(e)) = (start, end) {
             if e < s {
                 return Err(malformed("Range", value));
             }
         }
-        Ok(NptRange { start, end })
+        Ok(PlayRange { start, end })
+    }
+
+    /// The range as a title's: `None` when it starts at `now` (live).
+    pub fn title_range(&self) -> Option<NptRange> {
+        match self.start {
+            NptStart::Now => None,
+            NptStart::At(start) => Some(NptRange {
+                start,
+                end: self.end,
+            }),
+        }
     }
 }
 
-/// Parses `123.45` or `h:mm:ss(.frac)` into seconds; rejects negatives,
-/// NaN and infinities.
-fn parse_npt_time(s: &str) -> Option<f64> {
-    let plain = |p: &str| -> Option<f64> {
-        // f64::from_str accepts "inf", "NaN" and exponents; npt is digits and a dot.
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return None;
-        }
-        p.parse::<f64>().ok().filter(|v| v.is_finite())
-    };
-    let parts: Vec<&str> = s.split(':').collect();
-    match parts.as_slice() {
-        [secs] => plain(secs),
-        [h, m, secs] => {
-            let h: u32 = h.parse().ok()?;
-            let m: u32 = m.parse().ok().filter(|m| *m < 60)?;
-            let secs = plain(secs).filter(|s| *s < 60.0)?;
-            Some(f64::from(h) * 3600.0 + f64::from(m) * 60.0 + secs)
-        }
-        _ => None,
-    }
-}
-
-impl fmt::Display for NptRange {
+impl fmt::Display for PlayRange {
     /// Formats as a `Range` header value with millisecond precision,
     /// e.g. `npt=10.500-`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.start {
             NptStart::Now => f.write_str("npt=now-")?,
-            NptStart::At(s) => write!(f, "npt={s:.3}-")?,
+            NptStart::At(s) => write!(f, "npt={s}-")?,
         }
         if let Some(e) = self.end {
-            write!(f, "{e:.3}")?;
+            write!(f, "{e}")?;
         }
         Ok(())
     }
@@ -263,34 +254,40 @@ mod tests {
 
     #[test]
     fn parses_npt_forms() {
-        let r = NptRange::parse("npt=10.5-").unwrap();
+        let r = PlayRange::parse("npt=10.5-").unwrap();
         assert_eq!(
             r,
-            NptRange {
-                start: NptStart::At(10.5),
+            PlayRange {
+                start: NptStart::At(Npt::from_millis(10_500)),
                 end: None
             }
         );
-        assert_eq!(NptRange::parse("npt=0-20.3").unwrap().end, Some(20.3));
-        assert_eq!(NptRange::parse("npt=now-").unwrap().start, NptStart::Now);
         assert_eq!(
-            NptRange::parse("npt = 0:01:02.5-").unwrap().start,
-            NptStart::At(62.5)
+            PlayRange::parse("npt=0-20.3").unwrap().end,
+            Some(Npt::from_millis(20_300))
+        );
+        assert_eq!(PlayRange::parse("npt=now-").unwrap().start, NptStart::Now);
+        assert_eq!(
+            PlayRange::parse("npt = 0:01:02.5-").unwrap().start,
+            NptStart::At(Npt::from_millis(62_500))
         );
         assert_eq!(
-            NptRange::parse("npt=9.021-20.000;time=19970123T153600Z").unwrap(),
-            NptRange {
-                start: NptStart::At(9.021),
-                end: Some(20.0)
+            PlayRange::parse("npt=9.021-20.000;time=19970123T153600Z").unwrap(),
+            PlayRange {
+                start: NptStart::At(Npt::from_millis(9_021)),
+                end: Some(Npt::from_secs(20))
             }
         );
-        assert_eq!(NptRange::parse("npt=-20").unwrap().start, NptStart::At(0.0));
+        assert_eq!(
+            PlayRange::parse("npt=-20").unwrap().start,
+            NptStart::At(Npt::ZERO)
+        );
     }
 
     #[test]
     fn refuses_bad_ranges() {
         assert!(matches!(
-            NptRange::parse("smpte=10:07:00-10:07:33:05.01"),
+            PlayRange::parse("smpte=10:07:00-10:07:33:05.01"),
             Err(HeaderError::UnsupportedUnit(_))
         ));
         for bad in [
@@ -303,7 +300,7 @@ mod tests {
             "10-20",
         ] {
             assert!(
-                matches!(NptRange::parse(bad), Err(HeaderError::Malformed { .. })),
+                matches!(PlayRange::parse(bad), Err(HeaderError::Malformed { .. })),
                 "{bad}"
             );
         }
@@ -312,15 +309,15 @@ mod tests {
     #[test]
     fn formats_npt() {
         assert_eq!(
-            NptRange {
-                start: NptStart::At(10.5),
+            PlayRange {
+                start: NptStart::At(Npt::from_millis(10_500)),
                 end: None
             }
             .to_string(),
             "npt=10.500-"
         );
         assert_eq!(
-            NptRange {
+            PlayRange {
                 start: NptStart::Now,
                 end: None
             }
@@ -328,9 +325,9 @@ mod tests {
             "npt=now-"
         );
         assert_eq!(
-            NptRange {
-                start: NptStart::At(0.0),
-                end: Some(20.3)
+            PlayRange {
+                start: NptStart::At(Npt::ZERO),
+                end: Some(Npt::from_millis(20_300))
             }
             .to_string(),
             "npt=0.000-20.300"
@@ -370,12 +367,11 @@ mod tests {
     proptest! {
         #[test]
         fn npt_round_trip(start_ms in 0u64..100_000_000, len_ms in proptest::option::of(0u64..100_000_000)) {
-            let start = start_ms as f64 / 1000.0;
-            let r = NptRange { start: NptStart::At(start), end: len_ms.map(|l| (start_ms + l) as f64 / 1000.0) };
-            let back = NptRange::parse(&r.to_string()).unwrap();
-            let NptStart::At(s) = back.start else { panic!() };
-            prop_assert!((s - start).abs() < 1e-6);
-            prop_assert_eq!(back.end.is_some(), r.end.is_some());
+            let r = PlayRange {
+                start: NptStart::At(Npt::from_millis(start_ms)),
+                end: len_ms.map(|l| Npt::from_millis(start_ms + l)),
+            };
+            prop_assert_eq!(PlayRange::parse(&r.to_string()).unwrap(), r);
         }
 
         #[test]
@@ -386,7 +382,7 @@ mod tests {
 
         #[test]
         fn parsers_never_panic(s in "\\PC{0,60}") {
-            let _ = NptRange::parse(&s);
+            let _ = PlayRange::parse(&s);
             let _ = parse_rtp_info(&s);
             let _ = SessionHeader::parse(&s);
         }

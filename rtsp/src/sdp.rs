@@ -15,7 +15,7 @@
 //! (`rtsp://h/cam` + `trackID=1` = `rtsp://h/cam/trackID=1`), because that is
 //! what servers that omit `Content-Base` mean.
 
-use crate::range::NptRange;
+use crate::range::PlayRange;
 use rtsp_types::Url;
 
 /// Why an SDP could not be parsed or a control URL not resolved.
@@ -70,7 +70,7 @@ pub struct Media {
     /// `a=fmtp:` attributes as (payload type, parameters).
     pub fmtps: Vec<(u8, String)>,
     /// `a=range:` of this section, if any and in npt.
-    pub range: Option<NptRange>,
+    pub range: Option<PlayRange>,
     /// Index of the `m=` line in `Sdp::lines`.
     first_line: usize,
     /// One past the last line of the section.
@@ -123,7 +123,7 @@ pub struct Sdp {
     /// Session-level `a=control:` value.
     pub session_control: Option<String>,
     /// Session-level `a=range:` in npt.
-    pub session_range: Option<NptRange>,
+    pub session_range: Option<PlayRange>,
     /// Media sections in order.
     pub media: Vec<Media>,
     /// Index of the session-level `a=control:` line.
@@ -214,8 +214,8 @@ impl Sdp {
                 m.control_line = Some(index);
             }
             // A range in another unit (clock=, smpte=) is not an error, just not usable.
-            ("range", None) => self.session_range = NptRange::parse(arg).ok(),
-            ("range", Some(m)) => m.range = NptRange::parse(arg).ok(),
+            ("range", None) => self.session_range = PlayRange::parse(arg).ok(),
+            ("range", Some(m)) => m.range = PlayRange::parse(arg).ok(),
             ("rtpmap", Some(m)) => m
                 .rtpmaps
                 .push(parse_rtpmap(arg).ok_or_else(|| format!("bad rtpmap {arg:?}"))?),
@@ -231,7 +231,7 @@ impl Sdp {
 
     /// The presentation's npt range: session level, else the first media
     /// section that has one.
-    pub fn range(&self) -> Option<NptRange> {
+    pub fn range(&self) -> Option<PlayRange> {
         self.session_range
             .or_else(|| self.media.iter().find_map(|m| m.range))
     }
@@ -400,7 +400,7 @@ pub fn resolve_control(base: &Url, control: Option<&str>) -> Result<Url, SdpErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::range::NptStart;
+    use crate::range::{Npt, NptStart};
     use proptest::prelude::*;
 
     /// What gst-rtsp-server 1.22 answers for an H.264 + AAC on-demand MKV.
@@ -437,9 +437,9 @@ a=mediaclk:sender\r\n";
         assert_eq!(sdp.session_control.as_deref(), Some("*"));
         assert_eq!(
             sdp.range(),
-            Some(NptRange {
-                start: NptStart::At(0.0),
-                end: Some(20.0)
+            Some(PlayRange {
+                start: NptStart::At(Npt::ZERO),
+                end: Some(Npt::from_secs(20))
             })
         );
         assert_eq!(sdp.media.len(), 2);

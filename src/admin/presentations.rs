@@ -36,7 +36,7 @@ fn describe(entry: &EntryInfo, viewers: usize) -> Value {
     let spans: Vec<Value> = entry
         .spans
         .iter()
-        .map(|s| json!({"start": s.start_ns as f64 / 1e9, "end": s.end_ns as f64 / 1e9}))
+        .map(|s| json!({"start": s.start.as_secs_f64(), "end": s.end.as_secs_f64()}))
         .collect();
     // The store records a play time only once somebody played the title.
     let played = entry

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use streamcache_types::NptSpan;
+
 use crate::admin;
 use crate::config::Config;
 use crate::daemon::open_store;
@@ -28,33 +30,18 @@ pub enum CacheAction {
     },
 }
 
-/// Total npt held: the union of the spans (runs of a partial fill overlap).
-fn held_ns(spans: &[streamcache_cache::NptSpan]) -> u64 {
-    let mut spans: Vec<(u64, u64)> = spans.iter().map(|s| (s.start_ns, s.end_ns)).collect();
-    spans.sort_unstable();
-    let (mut total, mut reach) = (0u64, 0u64);
-    for (start, end) in spans {
-        let start = start.max(reach);
-        if end > start {
-            total += end - start;
-            reach = end;
-        }
-    }
-    total
-}
-
 pub fn run(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
     match action {
         CacheAction::Ls => {
             let store = open_store(config, true)?;
             println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");
             for entry in store.list() {
-                let held = held_ns(&entry.spans);
+                let held = NptSpan::total(&entry.spans);
                 println!(
                     "{:<10} {:>12} {:>9.1}s  {}",
                     format!("{:?}", entry.state).to_lowercase(),
                     entry.bytes,
-                    held as f64 / 1e9,
+                    held.as_secs_f64(),
                     entry.key
                 );
             }

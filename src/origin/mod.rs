@@ -81,16 +81,17 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use streamcache_rtsp::range::NptStart;
 use streamcache_rtsp::rtsp_types::{headers, HeaderName, Method, Response};
 use streamcache_rtsp::sdp::{self, Media, Sdp};
+pub use streamcache_types::CacheHeaders;
+use streamcache_types::NptRange;
 use tracing::{info, warn};
 use url::Url;
 
 pub use backoff::Backoff;
 pub use error::OriginError;
 pub use revalidate::{revalidate, same_sdp, Revalidation, Stored};
-pub use session::OriginSession;
+pub use session::{OriginSession, PlayInfo};
 
 use conn::{Connection, Req};
 
@@ -151,19 +152,6 @@ pub struct OriginTrack {
     pub encoding: String,
 }
 
-/// The origin's caching headers on DESCRIBE, verbatim.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheHeaders {
-    /// `Last-Modified`.
-    pub last_modified: Option<String>,
-    /// `ETag`.
-    pub etag: Option<String>,
-    /// `Cache-Control`.
-    pub cache_control: Option<String>,
-    /// `Expires`.
-    pub expires: Option<String>,
-}
-
 /// What DESCRIBE told us about a presentation.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -178,9 +166,9 @@ pub struct Described {
     pub tracks: Vec<OriginTrack>,
     /// Caching headers of the DESCRIBE response.
     pub cache_headers: CacheHeaders,
-    /// The npt range from `a=range` as (start, end); `None` for live
-    /// (`npt=now-`) or unknown. `Some((s, None))` is open-ended.
-    pub range: Option<(f64, Option<f64>)>,
+    /// The npt range from `a=range`; `None` for live (`npt=now-`) or
+    /// unknown. An open end (`npt=0-`) is live too.
+    pub range: Option<NptRange>,
 }
 
 /// Something the origin session has to report.
@@ -261,10 +249,7 @@ fn described_from(
         .enumerate()
         .map(|(i, (m, control_url))| track_from(origin, i, m, control_url))
         .collect::<Result<Vec<_>, _>>()?;
-    let range = sdp.range().and_then(|r| match r.start {
-        NptStart::Now => None,
-        NptStart::At(s) => Some((s, r.end)),
-    });
+    let range = sdp.range().and_then(|r| r.title_range());
     Ok(Described {
         cache_headers: revalidate::headers_of(resp),
         sdp_text,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 use super::*;
+use streamcache_types::Npt;
 
 const PASSWORD: &str = "pw-not-in-logs";
 
@@ -187,7 +188,7 @@ async fn on_demand_from_a_range_to_the_end() {
         let t = peer.target("vod", transport, false);
         let d = describe(&t).await.expect("describe");
         println!("{transport:?}: range {:?}", d.range);
-        let (session, mut events) = OriginSession::start(&t, &d, Some(3.0))
+        let (session, mut events) = OriginSession::start(&t, &d, Some(Npt::from_secs(3)))
             .await
             .expect("start");
         let (rtp, rtcp, end) = receive(&mut events, 15).await;

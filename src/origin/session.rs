@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use streamcache_rtsp::framing::{encode_interleaved, Frame};
-use streamcache_rtsp::range::{parse_rtp_info, NptRange, NptStart, SessionHeader};
+use streamcache_rtsp::range::{parse_rtp_info, NptStart, PlayRange, SessionHeader};
 use streamcache_rtsp::rtp::{build_receiver_report, parse_rtcp, ReportBlock, RtpHeader};
 use streamcache_rtsp::rtsp_types::{headers, Method, Response};
 use streamcache_rtsp::transport::{LowerTransport, TransportSpec};
+use streamcache_types::Npt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -62,7 +63,7 @@ pub struct OriginSession {
 pub struct PlayInfo {
     /// Start of the `Range` the origin answered (it may snap a requested
     /// start back to a keyframe).
-    pub start_npt: Option<f64>,
+    pub start_npt: Option<Npt>,
     /// Per track (index into [`Described::tracks`]): the RTP timestamp that
     /// stands for `start_npt`, from `RTP-Info`.
     pub rtptimes: Vec<Option<u32>>,
@@ -72,11 +73,9 @@ impl PlayInfo {
     fn from_response(resp: &Response<Vec<u8>>, d: &Described, aggregate: &Url) -> PlayInfo {
         let start_npt = resp
             .header(&headers::RANGE)
-            .and_then(|v| NptRange::parse(v.as_str()).ok())
-            .and_then(|r| match r.start {
-                NptStart::At(secs) => Some(secs),
-                NptStart::Now => None,
-            });
+            .and_then(|v| PlayRange::parse(v.as_str()).ok())
+            .and_then(|r| r.title_range())
+            .map(|r| r.start);
         let infos = resp
             .header(&headers::RTP_INFO)
             .and_then(|v| parse_rtp_info(v.as_str()).ok())
@@ -111,7 +110,7 @@ impl OriginSession {
     pub async fn start(
         t: &OriginTarget,
         d: &Described,
-        start_npt: Option<f64>,
+        start_npt: Option<Npt>,
     ) -> Result<(OriginSession, mpsc::Receiver<OriginEvent>), OriginError> {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         if t.transport != TransportPref::Tcp {
@@ -130,7 +129,7 @@ impl OriginSession {
     async fn launch(
         t: &OriginTarget,
         d: &Described,
-        start_npt: Option<f64>,
+        start_npt: Option<Npt>,
         lower: LowerTransport,
         events: &mpsc::Sender<OriginEvent>,
     ) -> Result<OriginSession, OriginError> {
@@ -244,7 +243,7 @@ impl Running {
     async fn establish(
         t: &OriginTarget,
         d: &Described,
-        start_npt: Option<f64>,
+        start_npt: Option<Npt>,
         lower: LowerTransport,
         events: mpsc::Sender<OriginEvent>,
     ) -> Result<Running, OriginError> {
@@ -340,8 +339,8 @@ impl Running {
 
         let mut play = Req::new(Method::Play, &aggregate);
         if let Some(npt) = start_npt {
-            let range = NptRange {
-                start: NptStart::At(npt.max(0.0)),
+            let range = PlayRange {
+                start: NptStart::At(npt),
                 end: None,
             };
             play = play.header(headers::RANGE, range.to_string());

@@ -8,6 +8,7 @@ use tokio::time::timeout;
 use super::fake::{After, Auth, FakeOrigin, Script, PASSWORD, USER};
 use super::session::EVENT_QUEUE;
 use super::*;
+use streamcache_types::Npt;
 
 fn target(origin: &FakeOrigin, transport: TransportPref) -> OriginTarget {
     OriginTarget {
@@ -84,7 +85,13 @@ async fn describe_reads_tracks_range_and_cache_headers() {
         (d.tracks[1].clock_rate, d.tracks[1].encoding.as_str()),
         (48000, "MPEG4-GENERIC")
     );
-    assert_eq!(d.range, Some((0.0, Some(20.0))));
+    assert_eq!(
+        d.range,
+        Some(NptRange {
+            start: Npt::ZERO,
+            end: Some(Npt::from_secs(20))
+        })
+    );
     assert_eq!(d.cache_headers.etag.as_deref(), Some("\"abc\""));
     assert_eq!(d.cache_headers.cache_control.as_deref(), Some("max-age=60"));
     assert!(d.cache_headers.last_modified.is_some() && d.cache_headers.expires.is_none());
@@ -178,7 +185,9 @@ async fn udp_session_delivers_packets_and_tears_down() {
     .await;
     let t = target(&origin, TransportPref::Udp);
     let d = describe(&t).await.unwrap();
-    let (session, mut events) = OriginSession::start(&t, &d, Some(10.5)).await.unwrap();
+    let (session, mut events) = OriginSession::start(&t, &d, Some(Npt::from_millis(10_500)))
+        .await
+        .unwrap();
     let per_track = rtp_packets(&mut events, 40).await;
     assert_eq!(per_track, vec![20, 20]);
     session.teardown().await;

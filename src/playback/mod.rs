@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use streamcache_cache::{CacheError, Cursor, Reader, RecordKind};
 use streamcache_rtsp::rtp::{self, SenderReport};
+use streamcache_types::Npt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -49,8 +50,8 @@ pub enum Control {
     /// clock starts with [`Control::Start`], once the PLAY response is on its
     /// way (media must not overtake it).
     Play {
-        from: Option<u64>,
-        until: Option<u64>,
+        from: Option<Npt>,
+        until: Option<Npt>,
         reply: oneshot::Sender<Result<Started, CacheError>>,
     },
     Start,
@@ -64,8 +65,8 @@ pub enum Control {
 pub struct Started {
     /// npt of the first record that will be sent (the random-access point at
     /// or before the requested position).
-    pub npt_ns: u64,
-    /// Per track: (track, sequence number of its next packet, RTP time of `npt_ns`).
+    pub npt: Npt,
+    /// Per track: (track, sequence number of its next packet, RTP time of `npt`).
     pub rtp_info: Vec<(usize, u16, u32)>,
 }
 
@@ -83,7 +84,7 @@ pub enum Ended {
 struct Pending {
     track: usize,
     rtcp: bool,
-    npt_ns: u64,
+    npt: Npt,
     data: Vec<u8>,
 }
 
@@ -107,17 +108,17 @@ pub struct Playback<S: Sink> {
     tracks: BTreeMap<usize, TrackNumbering>,
     schedule: Schedule,
     pending: Option<Pending>,
-    until: Option<u64>,
+    until: Option<Npt>,
     /// npt where playback stands while paused.
-    position_ns: u64,
+    position: Npt,
     next_report: Instant,
     /// Everything was sent: when the BYE goes.
     bye_at: Option<Instant>,
     /// Per track, the last packet sent (npt, bytes), to splice runs.
-    last_sent: BTreeMap<usize, (u64, Bytes)>,
+    last_sent: BTreeMap<usize, (Npt, Bytes)>,
     /// Per track, while crossing into a recording run that overlaps what was
     /// already sent: the packet to find again in the new run.
-    splice: BTreeMap<usize, (u64, Bytes)>,
+    splice: BTreeMap<usize, (Npt, Bytes)>,
     /// Per track, what to add to the npt of the current run's records to
     /// continue the previous run's timeline.
     shift_ns: BTreeMap<usize, i128>,
@@ -132,7 +133,7 @@ pub struct Playback<S: Sink> {
 /// shifted by the npt difference found there. A match is looked for within
 /// this distance of the last packet's npt; a new run that shows none within
 /// it did not overlap, and plays as it is.
-const SPLICE_WINDOW_NS: u64 = 500_000_000;
+const SPLICE_WINDOW: Npt = Npt::from_millis(500);
 
 impl<S: Sink> Playback<S> {
     /// `tracks`: the set-up tracks with their clock rates.
@@ -149,7 +150,7 @@ impl<S: Sink> Playback<S> {
             schedule: Schedule::default(),
             pending: None,
             until: None,
-            position_ns: 0,
+            position: Npt::ZERO,
             next_report: Instant::now(),
             bye_at: None,
             last_sent: BTreeMap::new(),
@@ -195,10 +196,10 @@ impl<S: Sink> Playback<S> {
         }
     }
 
-    fn prepare(&mut self, from: Option<u64>, until: Option<u64>) -> Result<Started, CacheError> {
+    fn prepare(&mut self, from: Option<Npt>, until: Option<Npt>) -> Result<Started, CacheError> {
         self.pause();
         if let Some(from) = from {
-            if from == 0 {
+            if from == Npt::ZERO {
                 // From the start means every record, also those recorded
                 // before the first random-access point (audio that arrived
                 // ahead of the first keyframe), which an index seek skips.
@@ -207,7 +208,7 @@ impl<S: Sink> Playback<S> {
                 self.cursor.seek(from)?;
             }
             self.pending = None;
-            self.position_ns = from;
+            self.position = from;
             self.splice.clear();
             self.shift_ns.clear();
         }
@@ -215,29 +216,29 @@ impl<S: Sink> Playback<S> {
         // The first record decides where time starts: the keyframe before a
         // seek target, or wherever the cursor stood.
         self.read_ahead();
-        let start = self.pending.as_ref().map_or(self.position_ns, |p| p.npt_ns);
-        self.position_ns = start;
+        let start = self.pending.as_ref().map_or(self.position, |p| p.npt);
+        self.position = start;
         let rtp_info = self
             .tracks
             .iter()
             .map(|(&track, n)| (track, n.next_seq(), n.rtp_time(start)))
             .collect();
         Ok(Started {
-            npt_ns: start,
+            npt: start,
             rtp_info,
         })
     }
 
     fn start(&mut self) {
         let now = Instant::now();
-        self.schedule.play(now, self.position_ns);
+        self.schedule.play(now, self.position);
         self.next_report = now;
     }
 
     fn pause(&mut self) {
         if let Some(npt) = self.schedule.npt_at(Instant::now()) {
             // Resume where the next unsent packet is, or where the clock stood.
-            self.position_ns = self.pending.as_ref().map_or(npt, |p| p.npt_ns.min(npt));
+            self.position = self.pending.as_ref().map_or(npt, |p| p.npt.min(npt));
         }
         self.schedule.pause();
         self.bye_at = None;
@@ -253,7 +254,7 @@ impl<S: Sink> Playback<S> {
             return Some(bye_at);
         }
         let data = match &self.pending {
-            Some(p) => self.schedule.due(p.npt_ns)?,
+            Some(p) => self.schedule.due(p.npt)?,
             None => Instant::now() + TAIL_POLL,
         };
         Some(data.min(self.next_report))
@@ -282,16 +283,16 @@ impl<S: Sink> Playback<S> {
                     if record.kind == RecordKind::Rtcp {
                         continue; // the origin's reports: we send our own
                     }
-                    let mut npt_ns = record.media_time_ns;
+                    let mut npt = record.media_time;
                     if let Some((sent_npt, sent)) = self.splice.get(&track) {
-                        if npt_ns <= sent_npt + SPLICE_WINDOW_NS {
+                        if npt <= sent_npt.saturating_add(SPLICE_WINDOW) {
                             // RTP headers differ between runs; payloads do
                             // not. Far earlier look-alikes (a repeating audio
                             // frame) are not the place.
-                            if npt_ns.abs_diff(*sent_npt) <= SPLICE_WINDOW_NS
+                            if npt.as_ns().abs_diff(sent_npt.as_ns()) <= SPLICE_WINDOW.as_ns()
                                 && record.payload.get(12..) == sent.get(12..)
                             {
-                                let shift = i128::from(*sent_npt) - i128::from(npt_ns);
+                                let shift = i128::from(sent_npt.as_ns()) - i128::from(npt.as_ns());
                                 self.shift_ns.insert(track, shift);
                                 self.splice.remove(&track);
                             }
@@ -300,12 +301,13 @@ impl<S: Sink> Playback<S> {
                         self.splice.remove(&track);
                     }
                     if let Some(shift) = self.shift_ns.get(&track) {
-                        npt_ns = u64::try_from((i128::from(npt_ns) + shift).max(0)).unwrap_or(0);
+                        let shifted = (i128::from(npt.as_ns()) + shift).max(0);
+                        npt = Npt::from_ns(u64::try_from(shifted).unwrap_or(u64::MAX));
                     }
                     self.pending = Some(Pending {
                         track,
                         rtcp: false,
-                        npt_ns,
+                        npt,
                         data: record.payload.to_vec(),
                     });
                 }
@@ -323,26 +325,22 @@ impl<S: Sink> Playback<S> {
             let Some(pending) = self.pending.as_ref() else {
                 break;
             };
-            if self.until.is_some_and(|until| pending.npt_ns >= until) {
+            if self.until.is_some_and(|until| pending.npt >= until) {
                 // The Range's end: stop the clock there, as after a PAUSE.
-                self.position_ns = pending.npt_ns;
+                self.position = pending.npt;
                 self.schedule.pause();
                 break;
             }
-            if self
-                .schedule
-                .due(pending.npt_ns)
-                .is_none_or(|due| due > now)
-            {
+            if self.schedule.due(pending.npt).is_none_or(|due| due > now) {
                 break;
             }
             let Some(mut p) = self.pending.take() else {
                 break;
             };
             if let Some(numbering) = self.tracks.get_mut(&p.track) {
-                if numbering.rewrite(&mut p.data, p.npt_ns) {
+                if numbering.rewrite(&mut p.data, p.npt) {
                     let packet = Bytes::from(p.data);
-                    self.last_sent.insert(p.track, (p.npt_ns, packet.clone()));
+                    self.last_sent.insert(p.track, (p.npt, packet.clone()));
                     self.sink.push(p.track, p.rtcp, packet);
                     sent += 1;
                 }
@@ -394,7 +392,7 @@ impl<S: Sink> Playback<S> {
             self.sink.push(track, true, Bytes::from(bye));
         }
         if let Some(npt) = self.schedule.npt_at(Instant::now()) {
-            self.position_ns = npt;
+            self.position = npt;
         }
         self.schedule.pause();
         self.bye_at = None;

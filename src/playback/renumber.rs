@@ -13,6 +13,7 @@
 //! and decoders see the same presentation times.
 
 use rand::Rng;
+use streamcache_types::Npt;
 
 /// RTP numbering of one track toward one player.
 #[derive(Debug, Clone)]
@@ -51,19 +52,19 @@ impl TrackNumbering {
     }
 
     /// The RTP timestamp of a media time.
-    pub fn rtp_time(&self, npt_ns: u64) -> u32 {
+    pub fn rtp_time(&self, npt: Npt) -> u32 {
         let rate = u128::from(self.clock_rate);
-        let ticks = (u128::from(npt_ns) * rate).div_ceil(1_000_000_000);
+        let ticks = (u128::from(npt.as_ns()) * rate).div_ceil(1_000_000_000);
         self.ts_origin.wrapping_add(ticks as u32)
     }
 
     /// Rewrites a recorded RTP packet in place for this player. Packets too
     /// short to carry an RTP header are left alone (the caller drops them).
-    pub fn rewrite(&mut self, packet: &mut [u8], npt_ns: u64) -> bool {
+    pub fn rewrite(&mut self, packet: &mut [u8], npt: Npt) -> bool {
         if packet.len() < 12 || packet[0] >> 6 != 2 {
             return false;
         }
-        let ts = self.rtp_time(npt_ns);
+        let ts = self.rtp_time(npt);
         packet[2..4].copy_from_slice(&self.next_seq.to_be_bytes());
         packet[4..8].copy_from_slice(&ts.to_be_bytes());
         packet[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
@@ -93,8 +94,8 @@ mod tests {
         let mut n = TrackNumbering::with_start(90_000, 7, u16::MAX, 1000);
         let mut a = packet(500, 1, 1);
         let mut b = packet(3, 99, 2); // another run: other SSRC, seq, ts
-        assert!(n.rewrite(&mut a, 0));
-        assert!(n.rewrite(&mut b, 40_000_000));
+        assert!(n.rewrite(&mut a, Npt::ZERO));
+        assert!(n.rewrite(&mut b, Npt::from_millis(40)));
         assert_eq!(&a[2..4], &u16::MAX.to_be_bytes());
         assert_eq!(&b[2..4], &0u16.to_be_bytes());
         assert_eq!(&a[8..12], &7u32.to_be_bytes());
@@ -110,12 +111,9 @@ mod tests {
             let n = TrackNumbering::with_start(rate, 1, 0, 0);
             for ticks in [0u64, 1, 2, 3, 1919, 44_099, 1_234_567, 4_000_000_000] {
                 // What the hub stores for these ticks.
-                let npt_ns = (u128::from(ticks) * 1_000_000_000 / u128::from(rate)) as u64;
-                assert_eq!(
-                    n.rtp_time(npt_ns),
-                    ticks as u32,
-                    "rate {rate} ticks {ticks}"
-                );
+                let npt =
+                    Npt::from_ns((u128::from(ticks) * 1_000_000_000 / u128::from(rate)) as u64);
+                assert_eq!(n.rtp_time(npt), ticks as u32, "rate {rate} ticks {ticks}");
             }
         }
     }
@@ -123,10 +121,10 @@ mod tests {
     #[test]
     fn short_or_non_rtp_packets_are_refused() {
         let mut n = TrackNumbering::with_start(90_000, 1, 0, 0);
-        assert!(!n.rewrite(&mut [0x80, 96, 0], 0));
+        assert!(!n.rewrite(&mut [0x80, 96, 0], Npt::ZERO));
         let mut v1 = packet(1, 1, 1);
         v1[0] = 0x40;
-        assert!(!n.rewrite(&mut v1, 0));
+        assert!(!n.rewrite(&mut v1, Npt::ZERO));
         assert_eq!(n.next_seq(), 0);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
 use streamcache_cache::PresentationState;
-use streamcache_rtsp::range::{NptRange, NptStart};
+use streamcache_rtsp::range::{NptStart, PlayRange};
 use streamcache_rtsp::sdp::Sdp;
 use streamcache_rtsp::transport::{self, LowerTransport, TransportSpec};
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +30,6 @@ use crate::hub::{Hub, HubError, HubPacket, PlayerGuard, Subscription};
 use crate::metrics::LookupOutcome;
 use crate::mounts::{track_suffix, Resolved};
 use crate::playback::{Control, Playback};
-use crate::timing::secs_to_ns;
 
 pub const SERVER: &str = concat!("streamcache/", env!("CARGO_PKG_VERSION"));
 const PUBLIC: &str =
@@ -596,20 +595,20 @@ async fn play_cached(
 ) -> (Reply, Option<After>) {
     let (from, until) = match request
         .header(&headers::RANGE)
-        .map(|v| NptRange::parse(v.as_str()))
+        .map(|v| PlayRange::parse(v.as_str()))
     {
         None => (None, None),
         Some(Ok(range)) => (
             match range.start {
-                NptStart::At(secs) => Some(secs_to_ns(secs)),
+                NptStart::At(npt) => Some(npt),
                 NptStart::Now => None,
             },
-            range.end.map(secs_to_ns),
+            range.end,
         ),
         Some(Err(_)) => return (Reply::status(457), None),
     };
-    let end_ns = title.metadata.range.and_then(|r| r.end_ns);
-    if from.zip(end_ns).is_some_and(|(from, end)| from > end) {
+    let end = title.metadata.range.and_then(|r| r.end);
+    if from.zip(end).is_some_and(|(from, end)| from > end) {
         return (Reply::status(457), None);
     }
     let control = match session.playback() {
@@ -639,9 +638,9 @@ async fn play_cached(
         }
         None => return (Reply::status(500), None),
     };
-    let range = NptRange {
-        start: NptStart::At(started.npt_ns as f64 / 1e9),
-        end: until.or(end_ns).map(|ns| ns as f64 / 1e9),
+    let range = PlayRange {
+        start: NptStart::At(started.npt),
+        end: until.or(end),
     };
     let rtp_info = started
         .rtp_info
@@ -655,9 +654,9 @@ async fn play_cached(
         .collect::<Vec<_>>()
         .join(",");
     if title.metadata.state == PresentationState::Complete {
-        info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing from the cache");
+        info!(session = %session.id, player = %session.peer, npt = %started.npt, "playing from the cache");
     } else {
-        info!(session = %session.id, player = %session.peer, npt = started.npt_ns as f64 / 1e9, "playing the recording while the origin fills it");
+        info!(session = %session.id, player = %session.peer, npt = %started.npt, "playing the recording while the origin fills it");
     }
     let reply = Reply::ok()
         .header(headers::SESSION, session_header(server, session))

@@ -20,7 +20,7 @@ impl Owned {
             track: self.track,
             kind: self.kind,
             flags: self.flags,
-            media_time_ns: self.media_time_ns,
+            media_time: Npt::from_ns(self.media_time_ns),
             payload: &self.payload,
         }
     }

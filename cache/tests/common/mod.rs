@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use streamcache_cache::{
-    Metadata, Record, RecordFlags, RecordIn, RecordKind, Store, StoreConfig, TrackMeta,
+    Metadata, Npt, Record, RecordFlags, RecordIn, RecordKind, Store, StoreConfig, TrackMeta,
 };
 
 pub const SEGMENT: u64 = 128 * 1024;
@@ -87,7 +87,7 @@ impl Rec {
             track: self.track,
             kind: self.kind,
             flags: self.flags,
-            media_time_ns: self.media_time_ns,
+            media_time: Npt::from_ns(self.media_time_ns),
             payload: &self.payload,
         }
     }
@@ -97,7 +97,7 @@ impl Rec {
             track: r.track,
             kind: r.kind,
             flags: r.flags,
-            media_time_ns: r.media_time_ns,
+            media_time_ns: r.media_time.as_ns(),
             payload: r.payload.to_vec(),
         }
     }
@@ -107,7 +107,7 @@ impl Rec {
 pub fn identify(r: &Record) -> (u32, u64) {
     let tag = u32::from_le_bytes(r.payload[..4].try_into().unwrap());
     let i = u64::from_le_bytes(r.payload[4..12].try_into().unwrap());
-    let t0 = r.media_time_ns - i * FRAME_NS;
+    let t0 = r.media_time.as_ns() - i * FRAME_NS;
     assert_eq!(
         Rec::of(r),
         rec(tag, i, t0, r.payload.len()),
