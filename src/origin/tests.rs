@@ -323,7 +323,9 @@ async fn udp_packets_read_after_the_bye_still_arrive() {
     }
 }
 
-#[tokio::test]
+/// On paused time: the clock jumps from one timer to the next, so two
+/// keep-alive periods pass without waiting for them.
+#[tokio::test(start_paused = true)]
 async fn keeps_the_session_alive_at_half_its_timeout() {
     let origin = FakeOrigin::start(Script {
         session_timeout: 2,
@@ -332,9 +334,20 @@ async fn keeps_the_session_alive_at_half_its_timeout() {
     .await;
     let t = target(&origin, TransportPref::Tcp);
     let d = describe(&t).await.unwrap();
+    let started = tokio::time::Instant::now();
     let (session, _events) = OriginSession::start(&t, &d, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    assert!(origin.count("GET_PARAMETER") >= 2, "{:?}", origin.log());
+    // Each keep-alive is answered over loopback: wait for the second one
+    // to reach the origin, one timer tick at a time.
+    while origin.count("GET_PARAMETER") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no second keep-alive within two periods: {:?}",
+            origin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Half the timeout apart: the second one came after two seconds.
+    assert!(started.elapsed() >= Duration::from_secs(2));
     session.teardown().await;
 }
 

@@ -5,7 +5,7 @@
 //! before anything else, and it reveals nothing about a mount).
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use rtsp_types::{headers, Method, Request};
 use streamcache_rtsp::auth::{AuthRequest, Denied, NonceKey, ServerAuth, Verdict};
