@@ -1,0 +1,359 @@
+//! The daemon's configuration: a TOML file (`etc/streamcache.toml` is the
+//! commented default).
+//!
+//! Loading is two steps: serde parses the text (syntax errors and unknown keys
+//! come back from `toml` with their line), then [`Config::problems`] checks what
+//! serde cannot (URLs, mount prefixes, ranges). Both kinds of problem are
+//! reported as [`Problem`]s naming the key and the line, which is what
+//! `streamcache check-config` prints.
+
+mod check;
+mod secrets;
+mod size;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use check::line_of;
+use secrets::{assigns_a_secret, hide_values, line_at};
+pub use size::ByteSize;
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `mount[2].origin`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// A configuration that did not load: every problem found, with the file name.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not a valid configuration:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub rtsp: RtspConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub origin: OriginConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "mount")]
+    pub mounts: Vec<MountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtspConfig {
+    pub listen: Spanned<String>,
+    pub session_timeout_secs: u64,
+    pub max_request_bytes: ByteSize,
+    pub max_headers: usize,
+    pub player_queue_packets: usize,
+    /// Player sessions in all (503 with Retry-After beyond).
+    pub max_sessions: Spanned<usize>,
+    /// Player sessions from one IP address (453 beyond).
+    pub max_sessions_per_ip: Spanned<usize>,
+    /// Open player connections (503, then close, beyond).
+    pub max_connections: Spanned<usize>,
+    /// A connection with no session that sends no request for this long is closed.
+    pub idle_connection_secs: Spanned<u64>,
+}
+
+impl Default for RtspConfig {
+    fn default() -> Self {
+        RtspConfig {
+            listen: Spanned::new(0..0, "127.0.0.1:8554".to_owned()),
+            session_timeout_secs: 60,
+            max_request_bytes: ByteSize(64 * 1024),
+            max_headers: 64,
+            player_queue_packets: 2048,
+            max_sessions: Spanned::new(0..0, 4000),
+            max_sessions_per_ip: Spanned::new(0..0, 1000),
+            max_connections: Spanned::new(0..0, 8000),
+            idle_connection_secs: Spanned::new(0..0, 60),
+        }
+    }
+}
+
+/// The longest session or idle-connection timeout, or hub linger (a day):
+/// deadlines are computed as `now + timeout`, which must not overflow the
+/// clock.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+impl RtspConfig {
+    /// The listen address; [`Config::problems`] has checked that it parses.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub disk_budget: ByteSize,
+    pub segment_size: ByteSize,
+    pub segment_secs: u64,
+    /// How long a stored title whose origin sent no cache headers at all
+    /// (no Cache-Control max-age, Expires or Last-Modified) stays fresh.
+    pub default_fresh_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("var/cache"),
+            disk_budget: ByteSize(10 << 30),
+            segment_size: ByteSize(64 << 20),
+            segment_secs: 60,
+            default_fresh_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub connect_timeout_secs: u64,
+    pub udp_fallback_secs: u64,
+    pub linger_secs: u64,
+    pub reconnect_attempts: u32,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            connect_timeout_secs: 5,
+            udp_fallback_secs: 3,
+            linger_secs: 10,
+            reconnect_attempts: 3,
+        }
+    }
+}
+
+/// The admin HTTP API (health, metrics, presentations, sessions, reload).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server; an empty string disables it.
+    pub listen: Spanned<String>,
+    /// Bearer token every request must carry (`Authorization: Bearer …`);
+    /// none means the API is open to whoever reaches `listen`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Spanned::new(0..0, "127.0.0.1:8555".to_owned()),
+            token: None,
+        }
+    }
+}
+
+// Hand-written so that the token can never reach a log line through `{:?}`.
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", self.listen.get_ref())
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// The admin listen address, or `None` when the API is disabled (an
+    /// unparsable address is reported by [`Config::problems`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
+}
+
+/// Logging. `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `streamcache=debug,info`…
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How the proxy talks RTP with an origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountTransport {
+    /// UDP first, TCP interleaved when no packet arrives in time.
+    #[default]
+    Auto,
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    pub path: Spanned<String>,
+    pub origin: Spanned<String>,
+    #[serde(default)]
+    pub transport: MountTransport,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Players must authenticate when the mount has users (see `[[mount.user]]`).
+    #[serde(default)]
+    pub realm: Option<Spanned<String>>,
+    /// `["digest"]` (the default) or `["basic", "digest"]`, `["basic"]`.
+    #[serde(default)]
+    pub auth_schemes: Option<Spanned<Vec<String>>>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<MountUserConfig>,
+}
+
+/// The realm players authenticate in when a mount names none. HA1 secrets
+/// depend on it: `streamcache hash-password` uses the same default.
+pub const DEFAULT_REALM: &str = "streamcache";
+
+impl MountConfig {
+    pub fn realm(&self) -> &str {
+        self.realm.as_ref().map_or(DEFAULT_REALM, |r| r.get_ref())
+    }
+
+    /// Whether `scheme` (`"basic"`/`"digest"`) is allowed; Digest alone by default.
+    pub fn allows_scheme(&self, scheme: &str) -> bool {
+        match &self.auth_schemes {
+            Some(schemes) => schemes.get_ref().iter().any(|s| s == scheme),
+            None => scheme == "digest",
+        }
+    }
+}
+
+/// A player allowed on a mount, stored as HA1 = H(name:realm:password) per
+/// algorithm (`streamcache hash-password` prints these lines), never as a
+/// password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountUserConfig {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub md5: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+}
+
+// Hand-written: an HA1 is as good as the password for Digest.
+impl fmt::Debug for MountUserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MountUserConfig")
+            .field("name", self.name.get_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `"/a/b/"` and `"/a/b"` name the same mount.
+pub fn trim_slash(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text as read (the reload
+    /// compares files as written).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
+        let fail = |problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let config = Config::parse(&text).map_err(fail)?;
+        Ok((config, text))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim();
+            vec![Problem {
+                line: e.span().map(|s| line_of(text, s.start)),
+                key: "(syntax)".into(),
+                message: match e.span() {
+                    Some(span) if assigns_a_secret(line_at(text, span.start)) => {
+                        hide_values(message)
+                    }
+                    _ => message.to_owned(),
+                },
+            }]
+        })?;
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Loading and checking configuration files.
+
+use super::*;
+
+#[test]
+fn default_config_file_is_valid() {
+    let text = include_str!("../../etc/streamcache.toml");
+    let config = Config::parse(text).expect("etc/streamcache.toml must validate");
+    assert_eq!(config.rtsp.listen_addr(), "127.0.0.1:8554".parse().ok());
+    assert_eq!(config.cache.disk_budget, ByteSize(10 << 30));
+    assert_eq!(config.mounts.len(), 1);
+}
+
+#[test]
+fn empty_file_gets_defaults() {
+    let config = Config::parse("").expect("empty config is valid");
+    assert_eq!(config.rtsp.session_timeout_secs, 60);
+    assert!(config.mounts.is_empty());
+}
+
+#[test]
+fn sizes_parse_with_units() {
+    assert_eq!(ByteSize::parse("64KiB"), Ok(ByteSize(65536)));
+    assert_eq!(ByteSize::parse("2 GB"), Ok(ByteSize(2_000_000_000)));
+    assert_eq!(ByteSize::parse("17"), Ok(ByteSize(17)));
+    assert!(ByteSize::parse("12 parsecs").is_err());
+    assert!(ByteSize::parse("99999999999TiB").is_err());
+}
+
+#[test]
+fn problems_name_key_and_line() {
+    let text = "[rtsp]\nlisten = \"nowhere\"\n\n[[mount]]\npath = \"cams\"\norigin = \"http://x/\"\n\n[[mount]]\npath = \"/b\"\norigin = \"rtsp://u:p@h/x\"\n";
+    let problems = Config::parse(text).expect_err("invalid");
+    let lines: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("rtsp.listen", Some(2)),
+            ("mount[0].path", Some(5)),
+            ("mount[0].origin", Some(6)),
+            ("mount[1].origin", Some(10)),
+        ]
+    );
+    assert!(!problems[3].message.contains("u:p"));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_line() {
+    let problems = Config::parse("[rtsp]\nlisen = \"x\"\n").expect_err("typo");
+    assert_eq!(problems[0].line, Some(2));
+    assert!(problems[0].message.contains("lisen"), "{problems:?}");
+}
+
+#[test]
+fn duplicate_mounts_are_refused() {
+    let text = "[[mount]]\npath = \"/a/\"\norigin = \"rtsp://h/x\"\n[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/y\"\n";
+    let problems = Config::parse(text).expect_err("duplicate");
+    assert_eq!(problems[0].key, "mount[1].path");
+    assert_eq!(problems[0].line, Some(5));
+}
+
+#[test]
+fn player_auth_keys_are_checked_with_lines() {
+    let md5 = "0123456789abcdef0123456789abcdef";
+    let text = format!(
+        "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\nrealm = \"cams\"\nauth_schemes = [\"digest\", \"ntlm\"]\n\
+         [[mount.user]]\nname = \"ann\"\nmd5 = \"{md5}\"\n\
+         [[mount.user]]\nname = \"bo:b\"\nsha256 = \"secret\"\n\
+         [[mount.user]]\nname = \"ann\"\n\
+         [[mount]]\npath = \"/b\"\norigin = \"rtsp://h/y\"\nrealm = \"open\"\n"
+    );
+    let problems = Config::parse(&text).expect_err("invalid");
+    let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("mount[0].auth_schemes", Some(5)),
+            ("mount[0].user[1].name", Some(10)),
+            ("mount[0].user[1].sha256", Some(11)),
+            ("mount[0].user[2].name", Some(13)),
+            ("mount[0].user[2]", Some(13)),
+            ("mount[1].user", Some(17)),
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems.iter().all(|p| !p.message.contains("secret")));
+    // A plain password is not a key a user may have.
+    let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\npassword = \"pw\"\n";
+    let problems = Config::parse(text).expect_err("password key");
+    assert_eq!(problems[0].line, Some(6), "{problems:?}");
+}
+
+#[test]
+fn admin_tokens_are_what_a_header_can_carry() {
+    let parse = |token: &str| Config::parse(&format!("[admin]\ntoken = \"{token}\"\n"));
+    assert!(parse("s3cret-T0ken_+/=~.").is_ok());
+    assert!(parse("two words").is_ok());
+    for token in ["pässword", " padded", "padded ", "tab\\t", "line\\r\\nX: y"] {
+        let problems = parse(token).expect_err(token);
+        assert_eq!(problems.len(), 1, "{token:?}: {problems:?}");
+        assert_eq!(problems[0].key, "admin.token");
+        assert!(!problems[0].message.contains(token.trim()), "{problems:?}");
+    }
+}
+
+#[test]
+fn secrets_of_the_wrong_type_are_not_echoed() {
+    // A numeric camera password, token or digest written without quotes.
+    for (text, secret) in [
+        (
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\nusername = \"u\"\npassword = 12345\n",
+            "12345",
+        ),
+        ("[admin]\ntoken = 987654\n", "987654"),
+        (
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\nmd5 = 77\n",
+            "77",
+        ),
+        (
+            "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n\"password\" = 4242\n",
+            "4242",
+        ),
+        // The deserializer quotes the value as it read it, not as written.
+        ("[admin]\ntoken = 1e3\n", "1000"),
+    ] {
+        let problems = Config::parse(text).expect_err("wrong type");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems[0].message.contains(secret), "{problems:?}");
+        assert!(
+            problems[0].message.contains("expected a string"),
+            "{problems:?}"
+        );
+        assert!(problems[0].line.is_some(), "{problems:?}");
+    }
+    // Other values are shown: they help and are no secret.
+    let problems = Config::parse("[[mount]]\npath = \"/a\"\norigin = 5\n").expect_err("wrong type");
+    assert!(problems[0].message.contains("`5`"), "{problems:?}");
+    assert_eq!(hide_values("a `x1` b `y`"), "a `…` b `…`");
+    assert!(assigns_a_secret("{ path = \"/a\", password = 1 }"));
+    assert!(!assigns_a_secret("origin = \"rtsp://h/password=1\""));
+    // A key that is not allowed keeps its name in the message.
+    let problems = Config::parse(
+        "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"a\"\npassword = \"pw\"\n",
+    )
+    .expect_err("password key");
+    assert!(problems[0].message.contains("`password`"), "{problems:?}");
+}
+
+#[test]
+fn player_auth_defaults_and_limits() {
+    let text = "[rtsp]\nmax_sessions = 0\nidle_connection_secs = 0\n";
+    let problems = Config::parse(text).expect_err("zero limits");
+    let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("rtsp.max_sessions", Some(2)),
+            ("rtsp.idle_connection_secs", Some(3))
+        ]
+    );
+    // Timeouts so long that `now + timeout` would overflow the clock
+    // (a panic in every connection) are refused.
+    let text = "[rtsp]\nsession_timeout_secs = 9223372036854775807\nidle_connection_secs = 9223372036854775807\n[origin]\nlinger_secs = 9223372036854775807\n";
+    let problems = Config::parse(text).expect_err("huge timeouts");
+    let got: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "rtsp.session_timeout_secs",
+            "rtsp.idle_connection_secs",
+            "origin.linger_secs"
+        ],
+        "{problems:?}"
+    );
+    let text = "[[mount]]\npath = \"/a\"\norigin = \"rtsp://h/x\"\n[[mount.user]]\nname = \"ann\"\nmd5 = \"0123456789ABCDEF0123456789abcdef\"\n";
+    let config = Config::parse(text).expect("valid");
+    assert_eq!(config.mounts[0].realm(), DEFAULT_REALM);
+    assert!(config.mounts[0].allows_scheme("digest"));
+    assert!(!config.mounts[0].allows_scheme("basic"));
+    assert_eq!(*config.rtsp.max_sessions.get_ref(), 4000);
+}
