@@ -158,25 +158,41 @@ mod tests {
     const REPLY: &[u8] =
         b"RTSP/1.0 200 OK\r\nCSeq: 2\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
 
-    /// Feeds `stream` to a codec in `chunk`-byte reads, as a socket would,
-    /// and collects every frame until the end of the stream.
+    /// Feeds `stream` to a codec in `chunk`-byte reads, as a socket would:
+    /// the frames decoded until the end of the stream or the first error.
+    fn decode_stream(
+        codec: &mut RtspCodec,
+        stream: &[u8],
+        chunk: usize,
+    ) -> (Vec<Frame>, Result<(), CodecError>) {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Err(e)),
+                }
+            }
+        }
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => return (frames, Ok(())),
+                Err(e) => return (frames, Err(e)),
+            }
+        }
+    }
+
     fn decode_in_chunks(
         codec: &mut RtspCodec,
         stream: &[u8],
         chunk: usize,
     ) -> Result<Vec<Frame>, CodecError> {
-        let mut buf = BytesMut::new();
-        let mut frames = Vec::new();
-        for piece in stream.chunks(chunk) {
-            buf.extend_from_slice(piece);
-            while let Some(frame) = codec.decode(&mut buf)? {
-                frames.push(frame);
-            }
-        }
-        while let Some(frame) = codec.decode_eof(&mut buf)? {
-            frames.push(frame);
-        }
-        Ok(frames)
+        let (frames, end) = decode_stream(codec, stream, chunk);
+        end.map(|()| frames)
     }
 
     fn mixed_stream() -> Vec<u8> {
@@ -300,6 +316,29 @@ mod tests {
         };
         assert_eq!(resp.body(), b"body");
         assert!(buf.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The property the `rtsp_codec` fuzz target checks: reads of any
+        /// size give the frames of one read.
+        #[test]
+        fn read_size_does_not_change_the_frames(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            at in 0usize..1600,
+            chunk in 1usize..64,
+        ) {
+            let mut stream = mixed_stream();
+            let at = at.min(stream.len());
+            stream.splice(at..at, noise);
+            let small = || RtspCodec::new(Limits { max_message_bytes: 512, max_headers: 8 });
+            let (whole, whole_end) = decode_stream(&mut small(), &stream, stream.len().max(1));
+            let (pieces, pieces_end) = decode_stream(&mut small(), &stream, chunk);
+            let common = whole.len().min(pieces.len());
+            proptest::prop_assert_eq!(&whole[..common], &pieces[..common]);
+            if whole_end.is_ok() && pieces_end.is_ok() {
+                proptest::prop_assert_eq!(whole, pieces);
+            }
+        }
     }
 
     #[test]
