@@ -12,7 +12,6 @@
 //! The families are listed in the README, section "Metrics".
 
 use std::fmt;
-use std::io;
 use std::sync::{Mutex, MutexGuard};
 
 use prometheus_client::collector::Collector;
@@ -121,24 +120,6 @@ impl RevalidationResult {
 /// Session states and transports reported by `streamcache_sessions`.
 pub const SESSION_STATES: [&str; 3] = ["ready", "playing", "paused"];
 pub const SESSION_TRANSPORTS: [&str; 2] = ["tcp", "udp"];
-
-/// The `reason` label of an origin failure.
-pub fn failure_reason(e: &OriginError) -> &'static str {
-    match e {
-        OriginError::Connect { kind, .. } if *kind == io::ErrorKind::ConnectionRefused => {
-            "connect_refused"
-        }
-        OriginError::Connect { .. } => "connect_error",
-        OriginError::ConnectTimeout { .. } => "connect_timeout",
-        OriginError::ResponseTimeout { .. } => "response_timeout",
-        OriginError::Status { .. } => "error_status",
-        OriginError::Unauthorized { .. } => "unauthorized",
-        OriginError::Protocol { .. } => "protocol",
-        OriginError::Io { .. } => "connection_lost",
-        OriginError::NoMedia { .. } => "no_media",
-        OriginError::Local { .. } => "local",
-    }
-}
 
 pub struct Metrics {
     /// Locked to add collectors once the parts they read exist, and to encode.
@@ -321,7 +302,7 @@ impl OriginCounters {
         self.failures
             .get_or_create(&FailureLabels {
                 mount: self.mount.clone(),
-                reason: failure_reason(e),
+                reason: e.reason_label(),
             })
             .inc();
     }
@@ -480,28 +461,5 @@ mod tests {
         *census.lock().unwrap() = vec![("paused", "udp")];
         assert_eq!(m.sample(playing_tcp), Some(0.0));
         assert_eq!(m.sample(paused_udp), Some(1.0));
-    }
-
-    #[test]
-    fn failure_reasons() {
-        let o = || "rtsp://o/x".to_string();
-        let refused = OriginError::Connect {
-            origin: o(),
-            kind: io::ErrorKind::ConnectionRefused,
-            message: "refused".into(),
-        };
-        assert_eq!(failure_reason(&refused), "connect_refused");
-        let status = OriginError::Status {
-            origin: o(),
-            method: "DESCRIBE".into(),
-            status: 404,
-            reason: "Not Found".into(),
-        };
-        assert_eq!(failure_reason(&status), "error_status");
-        let auth = OriginError::Unauthorized {
-            origin: o(),
-            method: "DESCRIBE".into(),
-        };
-        assert_eq!(failure_reason(&auth), "unauthorized");
     }
 }

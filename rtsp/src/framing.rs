@@ -119,15 +119,21 @@ pub fn encode_interleaved(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), FramingError> {
-    let len = u16::try_from(payload.len()).map_err(|_| FramingError::TooLarge {
-        limit: usize::from(u16::MAX),
-    })?;
+    let header = interleaved_header(channel, payload.len())?;
     out.reserve(4 + payload.len());
-    out.push(b'$');
-    out.push(channel);
-    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
     Ok(())
+}
+
+/// The 4 bytes that precede an interleaved payload of `len` bytes, or
+/// [`FramingError::TooLarge`] if `len` does not fit the 16-bit length.
+pub fn interleaved_header(channel: u8, len: usize) -> Result<[u8; 4], FramingError> {
+    let len = u16::try_from(len).map_err(|_| FramingError::TooLarge {
+        limit: usize::from(u16::MAX),
+    })?;
+    let [hi, lo] = len.to_be_bytes();
+    Ok([b'$', channel, hi, lo])
 }
 
 /// Finds a `CSeq` header in the (possibly broken) message at the front of

@@ -7,6 +7,9 @@
 //!
 //! - [`framing`]: split a byte stream into RTSP requests, responses and
 //!   `$`-interleaved binary frames, with size bounds.
+//! - `codec` (feature `codec`): the same framing as a tokio-util
+//!   `Decoder`/`Encoder`, for the places that read RTSP off a socket. It is
+//!   the only part that pulls in tokio (through tokio-util).
 //! - [`transport`]: the `Transport` header (UDP unicast and TCP interleaved).
 //! - [`range`]: `Range: npt=`, `RTP-Info` and `Session` headers.
 //! - [`sdp`]: SDP parsing, control-URL resolution and rewriting.
@@ -17,6 +20,8 @@
 //!   reception reports.
 
 pub mod auth;
+#[cfg(feature = "codec")]
+pub mod codec;
 pub mod framing;
 pub mod loss;
 pub mod range;

@@ -2,21 +2,23 @@
 //!
 //! The connection numbers requests (`CSeq`), carries the `Session` once
 //! there is one, adds `Authorization` once a challenge has been seen, and
-//! decodes what comes back with the shared sans-io [`framing`] codec. While
+//! reads and writes through the shared framed codec ([`RtspCodec`]). While
 //! a response is awaited, interleaved RTP/RTCP frames are handed to a
 //! callback so no media is lost during a request.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use streamcache_rtsp::auth::{best_challenge, parse_challenges, ClientAuth, Credentials};
-use streamcache_rtsp::framing::{self, Frame, Limits};
+use streamcache_rtsp::codec::{CodecError, Interleaved, RtspCodec};
+use streamcache_rtsp::framing::{Frame, Limits};
 use streamcache_rtsp::rtsp_types::{
     headers, HeaderName, Method, Request, Response, StatusCode, Version,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::codec::Framed;
 use tracing::debug;
 use url::Url;
 
@@ -51,9 +53,7 @@ impl Req {
 }
 
 pub(crate) struct Connection {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    limits: Limits,
+    framed: Framed<TcpStream, RtspCodec>,
     cseq: u32,
     origin: String,
     peer: SocketAddr,
@@ -93,14 +93,13 @@ impl Connection {
             username: u.clone(),
             password: t.password.clone().unwrap_or_default(),
         });
+        let codec = RtspCodec::new(Limits {
+            // A DESCRIBE answer can carry a long SDP; stay bounded anyway.
+            max_message_bytes: 256 * 1024,
+            max_headers: 128,
+        });
         Ok(Connection {
-            stream,
-            buf: Vec::with_capacity(64 * 1024),
-            limits: Limits {
-                // A DESCRIBE answer can carry a long SDP; stay bounded anyway.
-                max_message_bytes: 256 * 1024,
-                max_headers: 128,
-            },
+            framed: Framed::with_capacity(stream, codec, 64 * 1024),
             cseq: 0,
             origin,
             peer,
@@ -146,47 +145,46 @@ impl Connection {
         for (name, value) in &req.headers {
             builder = builder.header(name.clone(), value.as_str());
         }
-        let mut out = Vec::with_capacity(512);
-        builder
-            .empty()
-            .write(&mut out)
-            .map_err(|e| OriginError::protocol(&self.origin, format!("unwritable request: {e}")))?;
-        self.write(&out).await?;
+        self.framed
+            .send(&builder.empty())
+            .await
+            .map_err(|e| self.codec_error(e))?;
         Ok(self.cseq)
     }
 
-    /// Writes raw bytes (requests, interleaved frames).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), OriginError> {
-        self.stream
-            .write_all(bytes)
+    /// Writes an interleaved frame (an RTCP report on a TCP transport).
+    pub async fn send_interleaved(
+        &mut self,
+        channel: u8,
+        payload: &[u8],
+    ) -> Result<(), OriginError> {
+        self.framed
+            .send(Interleaved { channel, payload })
             .await
-            .map_err(|e| OriginError::io(&self.origin, &e))
+            .map_err(|e| self.codec_error(e))
     }
 
-    /// Reads the next frame. Cancel-safe: the only await is a socket read
-    /// into the connection's own buffer.
+    /// Reads the next frame. Cancel-safe: a frame is only taken out of the
+    /// codec's buffer when it is returned.
     pub async fn read_frame(&mut self) -> Result<Frame, OriginError> {
-        loop {
-            match framing::decode(&self.buf, &self.limits) {
-                Ok(Some((frame, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(OriginError::protocol(&self.origin, e.to_string())),
-            }
-            self.buf.reserve(16 * 1024);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| OriginError::io(&self.origin, &e))?;
-            if n == 0 {
-                return Err(OriginError::Io {
-                    origin: self.origin.clone(),
-                    kind: std::io::ErrorKind::UnexpectedEof,
-                    message: "closed by the origin".into(),
-                });
+        match self.framed.next().await {
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(e)) => Err(self.codec_error(e)),
+            None => Err(OriginError::Io {
+                origin: self.origin.clone(),
+                kind: std::io::ErrorKind::UnexpectedEof,
+                message: "closed by the origin".into(),
+            }),
+        }
+    }
+
+    /// A socket error as such; whatever the codec refused (undecodable
+    /// input, an unframeable payload) is a protocol error.
+    fn codec_error(&self, e: CodecError) -> OriginError {
+        match e {
+            CodecError::Io(e) => OriginError::io(&self.origin, &e),
+            CodecError::Framing { error, .. } => {
+                OriginError::protocol(&self.origin, error.to_string())
             }
         }
     }
@@ -266,11 +264,10 @@ impl Connection {
         if let Some(cseq) = req.header(&headers::CSEQ) {
             builder = builder.header(headers::CSEQ, cseq.as_str());
         }
-        let mut out = Vec::new();
-        builder.empty().write(&mut out).map_err(|e| {
-            OriginError::protocol(&self.origin, format!("unwritable response: {e}"))
-        })?;
-        self.write(&out).await
+        self.framed
+            .send(&builder.empty())
+            .await
+            .map_err(|e| self.codec_error(e))
     }
 
     pub fn response_timeout_error(&self, method: &Method) -> OriginError {

@@ -111,6 +111,25 @@ impl OriginError {
         }
     }
 
+    /// The `reason` label of the origin failures metric: one fixed word per
+    /// kind of failure, so the label set stays small.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            OriginError::Connect { kind, .. } if *kind == io::ErrorKind::ConnectionRefused => {
+                "connect_refused"
+            }
+            OriginError::Connect { .. } => "connect_error",
+            OriginError::ConnectTimeout { .. } => "connect_timeout",
+            OriginError::ResponseTimeout { .. } => "response_timeout",
+            OriginError::Status { .. } => "error_status",
+            OriginError::Unauthorized { .. } => "unauthorized",
+            OriginError::Protocol { .. } => "protocol",
+            OriginError::Io { .. } => "connection_lost",
+            OriginError::NoMedia { .. } => "no_media",
+            OriginError::Local { .. } => "local",
+        }
+    }
+
     pub(crate) fn io(origin: &str, e: &io::Error) -> Self {
         OriginError::Io {
             origin: origin.to_owned(),
@@ -176,6 +195,70 @@ mod tests {
             .rtsp_status(),
             502
         );
+    }
+
+    #[test]
+    fn reason_labels() {
+        let o = || "rtsp://o/x".to_string();
+        let method = || "DESCRIBE".to_string();
+        let connect = |kind| OriginError::Connect {
+            origin: o(),
+            kind,
+            message: "x".into(),
+        };
+        let cases = [
+            (connect(io::ErrorKind::ConnectionRefused), "connect_refused"),
+            (connect(io::ErrorKind::HostUnreachable), "connect_error"),
+            (
+                OriginError::ConnectTimeout { origin: o() },
+                "connect_timeout",
+            ),
+            (
+                OriginError::ResponseTimeout {
+                    origin: o(),
+                    method: method(),
+                },
+                "response_timeout",
+            ),
+            (
+                OriginError::Status {
+                    origin: o(),
+                    method: method(),
+                    status: 404,
+                    reason: "Not Found".into(),
+                },
+                "error_status",
+            ),
+            (
+                OriginError::Unauthorized {
+                    origin: o(),
+                    method: method(),
+                },
+                "unauthorized",
+            ),
+            (OriginError::protocol(&o(), "bad SDP"), "protocol"),
+            (
+                OriginError::io(&o(), &io::ErrorKind::UnexpectedEof.into()),
+                "connection_lost",
+            ),
+            (
+                OriginError::NoMedia {
+                    origin: o(),
+                    seconds: 10,
+                },
+                "no_media",
+            ),
+            (
+                OriginError::Local {
+                    origin: o(),
+                    message: "no ports".into(),
+                },
+                "local",
+            ),
+        ];
+        for (error, label) in cases {
+            assert_eq!(error.reason_label(), label, "{error:?}");
+        }
     }
 
     #[test]

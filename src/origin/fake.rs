@@ -1,6 +1,6 @@
 //! A scripted in-process RTSP origin for the origin client's unit tests.
 //!
-//! It speaks just enough RTSP 1.0 (through the same sans-io codec) to
+//! It speaks just enough RTSP 1.0 (through the same framed codec) to
 //! DESCRIBE an H.264 + AAC presentation, SETUP over UDP or TCP, PLAY a
 //! burst of RTP packets, and then end the way a test asks. Every request is
 //! logged so tests can assert what the client sent.
@@ -9,14 +9,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use streamcache_rtsp::auth::{basic_challenge, digest_challenge, Authorization, DigestAlgorithm};
-use streamcache_rtsp::framing::{decode, encode_interleaved, Frame, Limits};
+use streamcache_rtsp::codec::RtspCodec;
+use streamcache_rtsp::framing::{encode_interleaved, Frame};
 use streamcache_rtsp::rtp::build_bye;
 use streamcache_rtsp::rtsp_types::{headers, Method, Request};
 use streamcache_rtsp::transport::{LowerTransport, TransportSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
 
 pub const SDP: &str = "v=0\r\n\
 o=- 1 1 IN IP4 127.0.0.1\r\n\
@@ -153,7 +156,7 @@ enum Sink {
 }
 
 async fn serve(stream: TcpStream, script: Script, log: Arc<Mutex<Vec<String>>>) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
@@ -163,26 +166,14 @@ async fn serve(stream: TcpStream, script: Script, log: Arc<Mutex<Vec<String>>>) 
         }
         let _ = wr.shutdown().await;
     });
-    let mut buf = Vec::new();
+    let mut frames = FramedRead::new(rd, RtspCodec::default());
     let mut sinks: Vec<Sink> = Vec::new();
     loop {
         let req = loop {
-            match decode(&buf, &Limits::default()) {
-                Ok(Some((Frame::Request(r), n))) => {
-                    buf.drain(..n);
-                    break r;
-                }
-                Ok(Some((_, n))) => {
-                    buf.drain(..n);
-                }
-                Ok(None) => {
-                    let mut chunk = [0u8; 4096];
-                    match rd.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                Err(_) => return,
+            match frames.next().await {
+                Some(Ok(Frame::Request(r))) => break r,
+                Some(Ok(_)) => {} // the proxy's RTCP reports
+                Some(Err(_)) | None => return,
             }
         };
         let method: &str = req.method().into();

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use streamcache_rtsp::framing::{encode_interleaved, Frame};
+use streamcache_rtsp::framing::Frame;
 use streamcache_rtsp::range::{parse_rtp_info, NptStart, PlayRange, SessionHeader};
 use streamcache_rtsp::rtp::{build_receiver_report, parse_rtcp, ReportBlock, RtpHeader};
 use streamcache_rtsp::rtsp_types::{headers, Method, Response};
@@ -648,11 +648,8 @@ impl Running {
                     debug!(origin = self.conn.origin(), error = %e, "RTCP report not sent");
                 }
             } else if let Some((_, channel)) = track.channels {
-                let mut frame = Vec::with_capacity(report.len() + 4);
-                if encode_interleaved(channel, &report, &mut frame).is_ok() {
-                    if let Err(e) = self.conn.write(&frame).await {
-                        return Some(Exit::Ended(EndReason::Failed(e)));
-                    }
+                if let Err(e) = self.conn.send_interleaved(channel, &report).await {
+                    return Some(Exit::Ended(EndReason::Failed(e)));
                 }
             }
         }

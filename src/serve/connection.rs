@@ -1,7 +1,7 @@
 //! One player's RTSP connection.
 //!
-//! The read side feeds bytes to the sans-io decoder and handles each request
-//! in order. Everything written — responses and interleaved media from the
+//! The read side takes frames off the shared framed codec ([`RtspCodec`])
+//! and handles each request in order. Everything written — responses and interleaved media from the
 //! session forwarders — goes through one writer task via a bounded queue, so
 //! frames are never torn and a player that stops reading cannot make the
 //! daemon buffer without bound.
@@ -9,13 +9,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use rtsp_types::{Response, StatusCode, Version};
-use streamcache_rtsp::framing::{self, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use streamcache_rtsp::codec::{CodecError, RtspCodec};
+use streamcache_rtsp::framing::Frame;
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info};
 
 use super::delivery::Outgoing;
@@ -36,7 +39,8 @@ pub struct Conn {
 }
 
 pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u64) {
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let mut frames = FramedRead::with_capacity(reader, RtspCodec::new(server.limits), 4096);
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let mut writer = tokio::spawn(write_loop(writer, out_rx));
     // A JoinHandle must not be polled again once it has completed.
@@ -47,42 +51,35 @@ pub async fn run(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, id: u
         out,
         sessions: Vec::new(),
     };
-    let mut buf = BytesMut::with_capacity(4096);
     let idle = server.player_limits.idle_connection;
     let mut idle_deadline = tokio::time::Instant::now() + idle;
     debug!(%peer, conn = id, "player connected");
-    'connection: loop {
-        loop {
-            match framing::decode(&buf, &server.limits) {
-                Ok(Some((frame, used))) => {
-                    buf.advance(used);
+    loop {
+        // Not biased: a player streaming interleaved frames without a
+        // session must not keep the idle timer from firing.
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(frame)) => {
                     if matches!(frame, Frame::Request(_)) {
                         idle_deadline = tokio::time::Instant::now() + idle;
                     }
                     if !handle_frame(&server, &mut conn, frame).await {
-                        break 'connection;
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    info!(%peer, error = %e, "bad request from player: closing connection");
+                Some(Err(CodecError::Framing { error, cseq })) => {
+                    info!(%peer, error = %error, "bad request from player: closing connection");
                     let mut response =
-                        Response::builder(Version::V1_0, StatusCode::from(e.status()))
+                        Response::builder(Version::V1_0, StatusCode::from(error.status()))
                             .header(rtsp_types::headers::SERVER, methods::SERVER)
                             .header(rtsp_types::headers::CONNECTION, "close");
-                    if let Some(cseq) = framing::cseq_hint(&buf) {
+                    if let Some(cseq) = cseq {
                         response = response.header(rtsp_types::headers::CSEQ, cseq.to_string());
                     }
-                    let response = response.build(Vec::new());
-                    send_response(&conn, &response).await;
-                    break 'connection;
+                    send_response(&conn, &response.build(Vec::new())).await;
+                    break;
                 }
-            }
-        }
-        tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Some(Err(CodecError::Io(_))) | None => break,
             },
             // The writer stopped: the peer is gone or we closed on purpose.
             _ = &mut writer => {
@@ -146,14 +143,13 @@ async fn handle_frame(server: &Arc<Server>, conn: &mut Conn, frame: Frame) -> bo
 }
 
 async fn send_response(conn: &Conn, response: &Response<Vec<u8>>) -> bool {
-    let mut bytes = Vec::with_capacity(256 + response.body().len());
-    if response.write(&mut bytes).is_err() {
+    // Encoding needs no state: a fresh codec writes the same bytes as the
+    // connection's own would.
+    let mut bytes = BytesMut::new();
+    if RtspCodec::default().encode(response, &mut bytes).is_err() {
         return false;
     }
-    conn.out
-        .send(Outgoing::Bytes(Bytes::from(bytes)))
-        .await
-        .is_ok()
+    conn.out.send(Outgoing::Bytes(bytes.freeze())).await.is_ok()
 }
 
 async fn write_loop(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {

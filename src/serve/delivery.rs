@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
-use streamcache_rtsp::rtp;
+use streamcache_rtsp::{codec, rtp};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -215,14 +215,11 @@ impl Sender {
             Some(TrackDelivery::Interleaved {
                 rtp, rtcp: rtcp_ch, ..
             }) => {
-                let Ok(len) = u16::try_from(data.len()) else {
-                    return; // cannot be framed; an RTP packet never is this big
-                };
-                self.batch.reserve(4 + data.len());
-                self.batch.put_u8(b'$');
-                self.batch.put_u8(if rtcp { *rtcp_ch } else { *rtp });
-                self.batch.put_u16(len);
-                self.batch.put_slice(&data);
+                let channel = if rtcp { *rtcp_ch } else { *rtp };
+                // Appended to the batch: no allocation per packet. A packet
+                // over 65535 bytes cannot be framed (an RTP packet never is
+                // this big) and is left out.
+                let _ = codec::put_interleaved(channel, &data, &mut self.batch);
             }
             Some(TrackDelivery::Udp {
                 rtp_socket,

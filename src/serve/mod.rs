@@ -1,8 +1,8 @@
 //! The RTSP server players talk to (RTSP 1.0, RFC 2326).
 //!
 //! - [`connection`]: one task per TCP connection: reads bytes, cuts them into
-//!   requests and interleaved frames with the sans-io codec
-//!   (`streamcache_rtsp::framing`), answers, and owns the socket's write half
+//!   requests and interleaved frames with the framed codec
+//!   (`streamcache_rtsp::codec`), answers, and owns the socket's write half
 //!   through a writer task so responses and media never interleave mid-frame;
 //! - [`methods`]: what each RTSP method does;
 //! - [`session`]: player sessions and their timeouts;

@@ -1,14 +1,22 @@
 //! The RTSP client connection of one player: writes requests, reads
-//! responses and `$`-interleaved frames through the project's sans-io
-//! decoder ([`streamcache_rtsp::framing::decode`]).
+//! responses and `$`-interleaved frames through the project's framed codec
+//! ([`RtspCodec`]).
 
 use std::fmt::Write as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use streamcache_rtsp::framing::{self, Frame, FramingError, Limits};
+
+use futures_util::StreamExt;
+use streamcache_rtsp::codec::{CodecError, RtspCodec};
+use streamcache_rtsp::framing::{Frame, FramingError};
 use streamcache_rtsp::range::SessionHeader;
 use streamcache_rtsp::rtsp_types::{headers, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
 
 /// The `User-Agent` of every request.
 const USER_AGENT: &str = concat!("streamcache-loadgen/", env!("CARGO_PKG_VERSION"));
@@ -25,6 +33,15 @@ pub enum ConnError {
     /// The server sent bytes that are not RTSP.
     #[error("undecodable data from the server: {0}")]
     Framing(#[from] FramingError),
+}
+
+impl From<CodecError> for ConnError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Io(e) => ConnError::Io(e),
+            CodecError::Framing { error, .. } => ConnError::Framing(error),
+        }
+    }
 }
 
 /// What the load client needs from a response.
@@ -98,14 +115,33 @@ pub fn format_request(
 
 /// One RTSP-over-TCP connection.
 pub struct Connection {
-    stream: TcpStream,
-    /// Received bytes; `buf[start..]` is not decoded yet.
-    buf: Vec<u8>,
-    start: usize,
-    /// When the last read returned: the arrival time of what it brought.
-    last_read: Instant,
+    frames: FramedRead<Stamped<OwnedReadHalf>, RtspCodec>,
+    /// Requests are written as formatted, the way a player would.
+    writer: OwnedWriteHalf,
     next_cseq: u32,
-    limits: Limits,
+}
+
+/// A reader that remembers when its last read brought bytes: the arrival
+/// time of what that read completed.
+struct Stamped<R> {
+    inner: R,
+    last_read: Instant,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Stamped<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.last_read = Instant::now();
+        }
+        polled
+    }
 }
 
 /// A decoded frame and the arrival time of the read that completed it.
@@ -116,13 +152,15 @@ impl Connection {
     pub fn new(stream: TcpStream) -> Self {
         // Interleaved media is many small writes: no Nagle delay on ours.
         let _ = stream.set_nodelay(true);
-        Connection {
-            stream,
-            buf: Vec::with_capacity(16 * 1024),
-            start: 0,
+        let (reader, writer) = stream.into_split();
+        let reader = Stamped {
+            inner: reader,
             last_read: Instant::now(),
+        };
+        Connection {
+            frames: FramedRead::with_capacity(reader, RtspCodec::default(), 16 * 1024),
+            writer,
             next_cseq: 1,
-            limits: Limits::default(),
         }
     }
 
@@ -137,7 +175,7 @@ impl Connection {
         let cseq = self.next_cseq;
         self.next_cseq += 1;
         let text = format_request(method, url, cseq, session, extra);
-        self.stream.write_all(text.as_bytes()).await?;
+        self.writer.write_all(text.as_bytes()).await?;
         Ok(cseq)
     }
 
@@ -164,20 +202,9 @@ impl Connection {
     /// The next frame off the connection. Cancel-safe: dropping the future
     /// loses no data, so it can be raced against timers.
     pub async fn next_frame(&mut self) -> Result<Received, ConnError> {
-        loop {
-            if let Some((frame, used)) = framing::decode(&self.buf[self.start..], &self.limits)? {
-                self.start += used;
-                return Ok((frame, self.last_read));
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            self.buf.reserve(16 * 1024);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(ConnError::Closed);
-            }
-            self.last_read = Instant::now();
+        match self.frames.next().await {
+            Some(frame) => Ok((frame?, self.frames.get_ref().last_read)),
+            None => Err(ConnError::Closed),
         }
     }
 }
@@ -185,6 +212,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamcache_rtsp::framing::{self, Limits};
 
     fn parse(bytes: &[u8]) -> ResponseInfo {
         match framing::decode(bytes, &Limits::default()) {
