@@ -122,3 +122,134 @@ pub(super) fn relayed_range(is_live: bool) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TITLE_END: Option<Npt> = Some(Npt::from_secs(60));
+
+    fn secs(s: u64) -> Option<Npt> {
+        Some(Npt::from_secs(s))
+    }
+
+    #[test]
+    fn only_normal_speed_is_served() {
+        assert_eq!(check_scale(None), Ok(()));
+        assert_eq!(check_scale(Some("1")), Ok(()));
+        assert_eq!(check_scale(Some("1.0")), Ok(()));
+        assert_eq!(check_scale(Some(" 1.000 ")), Ok(()));
+        for scale in ["2", "0.5", "-1", "-1.0", "0", "fast", ""] {
+            assert_eq!(check_scale(Some(scale)), Err(456), "{scale:?}");
+        }
+    }
+
+    #[test]
+    fn no_range_plays_on_from_where_the_session_is() {
+        assert_eq!(
+            requested_range(None, TITLE_END),
+            Ok(Requested {
+                from: None,
+                until: None
+            })
+        );
+    }
+
+    #[test]
+    fn an_open_range_seeks_and_plays_to_the_end() {
+        assert_eq!(
+            requested_range(Some("npt=10-"), TITLE_END),
+            Ok(Requested {
+                from: secs(10),
+                until: None
+            })
+        );
+        assert_eq!(
+            requested_range(Some("npt=0:00:10.5-"), TITLE_END),
+            Ok(Requested {
+                from: Some(Npt::from_millis(10_500)),
+                until: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_closed_range_stops_at_its_end() {
+        assert_eq!(
+            requested_range(Some("npt=10-20"), TITLE_END),
+            Ok(Requested {
+                from: secs(10),
+                until: secs(20)
+            })
+        );
+    }
+
+    #[test]
+    fn now_on_a_cached_title_plays_on_without_a_seek() {
+        assert_eq!(
+            requested_range(Some("npt=now-"), TITLE_END),
+            Ok(Requested {
+                from: None,
+                until: None
+            })
+        );
+    }
+
+    #[test]
+    fn bad_ranges_are_457() {
+        for range in [
+            "npt=20-10",
+            "smpte=0:10:00-",
+            "clock=19961108T142300Z-",
+            "npt=abc-",
+            "npt=10",
+            "npt",
+            "",
+        ] {
+            assert_eq!(
+                requested_range(Some(range), TITLE_END),
+                Err(457),
+                "{range:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_start_past_the_titles_end_is_457() {
+        assert_eq!(requested_range(Some("npt=61-"), TITLE_END), Err(457));
+        // The very end is a place to start (play then ends at once).
+        assert_eq!(
+            requested_range(Some("npt=60-"), TITLE_END),
+            Ok(Requested {
+                from: secs(60),
+                until: None
+            })
+        );
+        // A title whose length is not known takes any start.
+        assert_eq!(
+            requested_range(Some("npt=3600-"), None),
+            Ok(Requested {
+                from: secs(3600),
+                until: None
+            })
+        );
+    }
+
+    #[test]
+    fn the_answered_range_starts_where_play_does() {
+        assert_eq!(
+            answered_range(Npt::from_millis(9_960), None, TITLE_END),
+            "npt=9.960-60.000"
+        );
+        assert_eq!(
+            answered_range(Npt::from_secs(10), secs(20), TITLE_END),
+            "npt=10.000-20.000"
+        );
+        assert_eq!(answered_range(Npt::ZERO, None, None), "npt=0.000-");
+    }
+
+    #[test]
+    fn a_relayed_hub_answers_its_kind_of_range() {
+        assert_eq!(relayed_range(true), "npt=now-");
+        assert_eq!(relayed_range(false), "npt=0.000-");
+    }
+}

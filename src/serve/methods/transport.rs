@@ -84,3 +84,145 @@ fn free_channels(uses_channel: &impl Fn(u8) -> bool) -> (u8, u8) {
         .unwrap_or((254, 255))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session with no track set up yet.
+    fn none_used(_: u8) -> bool {
+        false
+    }
+
+    #[test]
+    fn takes_the_first_offer_we_serve_in_the_players_order() {
+        let tcp_first =
+            "RTP/AVP/TCP;unicast;interleaved=0-1, RTP/AVP;unicast;client_port=5000-5001";
+        assert_eq!(
+            negotiate(Some(tcp_first), none_used),
+            Ok(Chosen::Interleaved((0, 1)))
+        );
+        let udp_first =
+            "RTP/AVP;unicast;client_port=5000-5001, RTP/AVP/TCP;unicast;interleaved=0-1";
+        assert_eq!(
+            negotiate(Some(udp_first), none_used),
+            Ok(Chosen::Udp((5000, 5001)))
+        );
+        // Offers we cannot serve are passed over, whatever their place.
+        let mixed = "RTP/SAVP;unicast;client_port=4000-4001, RTP/AVP;multicast, \
+                     RTP/AVP;unicast;client_port=x, RTP/AVP/UDP;unicast;client_port=5000-5001";
+        assert_eq!(
+            negotiate(Some(mixed), none_used),
+            Ok(Chosen::Udp((5000, 5001)))
+        );
+    }
+
+    #[test]
+    fn other_profiles_multicast_and_other_destinations_are_461() {
+        for offer in [
+            "RTP/SAVP;unicast;client_port=5000-5001",
+            "RTP/SAVP/TCP;unicast;interleaved=0-1",
+            "RAW/RAW/UDP;unicast;client_port=5000-5001",
+            "RTP/AVP;multicast;client_port=5000-5001",
+            "RTP/AVP/TCP;multicast;interleaved=0-1",
+            "RTP/AVP;unicast;destination=192.0.2.1;client_port=5000-5001",
+        ] {
+            assert_eq!(negotiate(Some(offer), none_used), Err(461), "{offer}");
+        }
+    }
+
+    #[test]
+    fn no_or_unreadable_transport_is_461() {
+        assert_eq!(negotiate(None, none_used), Err(461));
+        assert_eq!(negotiate(Some(""), none_used), Err(461));
+        assert_eq!(negotiate(Some("garbage"), none_used), Err(461));
+        assert_eq!(
+            negotiate(Some("RTP/AVP/TCP;unicast;interleaved=255"), none_used),
+            Err(461)
+        );
+    }
+
+    #[test]
+    fn interleaved_channels_given_are_kept_when_free() {
+        assert_eq!(
+            negotiate(Some("RTP/AVP/TCP;unicast;interleaved=4-5"), none_used),
+            Ok(Chosen::Interleaved((4, 5)))
+        );
+        // A single channel means the pair starting there.
+        assert_eq!(
+            negotiate(Some("RTP/AVP/TCP;unicast;interleaved=2"), none_used),
+            Ok(Chosen::Interleaved((2, 3)))
+        );
+    }
+
+    #[test]
+    fn interleaved_channels_another_track_uses_are_refused() {
+        let first_track = |c: u8| c < 2;
+        assert_eq!(
+            negotiate(Some("RTP/AVP/TCP;unicast;interleaved=0-1"), first_track),
+            Err(461)
+        );
+        // Sharing only one of the two channels is as bad.
+        assert_eq!(
+            negotiate(Some("RTP/AVP/TCP;unicast;interleaved=1-2"), first_track),
+            Err(461)
+        );
+        // ...but a later offer may still be served.
+        assert_eq!(
+            negotiate(
+                Some("RTP/AVP/TCP;unicast;interleaved=0-1, RTP/AVP;unicast;client_port=5000-5001"),
+                first_track
+            ),
+            Ok(Chosen::Udp((5000, 5001)))
+        );
+    }
+
+    #[test]
+    fn interleaved_without_channels_gets_the_lowest_free_pair() {
+        let offer = Some("RTP/AVP/TCP;unicast");
+        assert_eq!(negotiate(offer, none_used), Ok(Chosen::Interleaved((0, 1))));
+        assert_eq!(negotiate(offer, |c| c < 2), Ok(Chosen::Interleaved((2, 3))));
+        // A pair is free only when both its channels are.
+        assert_eq!(
+            negotiate(offer, |c| c == 1 || c == 4),
+            Ok(Chosen::Interleaved((2, 3)))
+        );
+    }
+
+    #[test]
+    fn client_ports_are_taken_as_the_player_gives_them() {
+        assert_eq!(
+            negotiate(Some("RTP/AVP;unicast;client_port=5000-5001"), none_used),
+            Ok(Chosen::Udp((5000, 5001)))
+        );
+        // An odd RTP port is the player's business: we send where it asks.
+        assert_eq!(
+            negotiate(Some("RTP/AVP;unicast;client_port=5001-5002"), none_used),
+            Ok(Chosen::Udp((5001, 5002)))
+        );
+        // A single port means the pair starting there.
+        assert_eq!(
+            negotiate(Some("RTP/AVP;unicast;client_port=5000"), none_used),
+            Ok(Chosen::Udp((5000, 5001)))
+        );
+        // No port to send to: nothing to serve.
+        assert_eq!(negotiate(Some("RTP/AVP;unicast"), none_used), Err(461));
+        assert_eq!(
+            negotiate(Some("RTP/AVP;unicast;client_port=65535"), none_used),
+            Err(461)
+        );
+    }
+
+    #[test]
+    fn the_answer_names_what_was_chosen() {
+        assert_eq!(
+            Chosen::Interleaved((2, 3)).answer(None).to_string(),
+            "RTP/AVP/TCP;unicast;interleaved=2-3"
+        );
+        assert_eq!(
+            Chosen::Udp((5000, 5001))
+                .answer(Some((6000, 6001)))
+                .to_string(),
+            "RTP/AVP;unicast;client_port=5000-5001;server_port=6000-6001"
+        );
+    }
+}
