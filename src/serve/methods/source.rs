@@ -1,0 +1,76 @@
+//! Where a new session's media comes from: the store or the origin's hub,
+//! as the player's `Cache-Control` and the origin's cache rules allow.
+//! DESCRIBE and the first SETUP of a session ask; later SETUPs reuse the
+//! session's source.
+
+use std::sync::Arc;
+
+use rtsp_types::headers;
+use rtsp_types::{Method, Request};
+use tracing::warn;
+
+use super::super::session::Source;
+use super::super::Server;
+use super::Reply;
+use crate::catalog::Lookup;
+use crate::metrics::LookupOutcome;
+use crate::mounts::Resolved;
+
+/// A player's `Cache-Control` request directives that change where a
+/// presentation comes from (RFC 2326 §12.8).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PlayerCacheControl {
+    /// Go to the origin even if the store holds the title.
+    pub(super) no_cache: bool,
+    /// Never go to the origin: 504 when the store does not hold the title.
+    pub(super) only_if_cached: bool,
+}
+
+impl PlayerCacheControl {
+    pub(super) fn of(request: &Request<Vec<u8>>) -> PlayerCacheControl {
+        let mut cc = PlayerCacheControl::default();
+        if let Some(value) = request.header(&headers::CACHE_CONTROL) {
+            for directive in value.as_str().split(',') {
+                match directive.trim().to_ascii_lowercase().as_str() {
+                    "no-cache" => cc.no_cache = true,
+                    "only-if-cached" => cc.only_if_cached = true,
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// Where a new session's media comes from: the store when it holds the
+/// whole title, the origin's cache rules let it be served (revalidating it
+/// if stale) and the player allows it; otherwise the origin's hub.
+pub(super) async fn source_for(
+    server: &Arc<Server>,
+    request: &Request<Vec<u8>>,
+    resolved: &Resolved,
+) -> Result<Source, Reply> {
+    let cc = PlayerCacheControl::of(request);
+    let described = if cc.no_cache {
+        server.metrics.lookup(LookupOutcome::Bypass);
+        None
+    } else {
+        match server.catalog.lookup(resolved, cc.only_if_cached).await {
+            Lookup::Hit(title) => return Ok(Source::Cache(title)),
+            Lookup::Unavailable => return Err(Reply::status(504)),
+            Lookup::Miss(described) => described,
+        }
+    };
+    if cc.only_if_cached {
+        return Err(Reply::status(504));
+    }
+    // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
+    let claim = request.method() == Method::Setup;
+    match server.catalog.hub(resolved, described, claim).await {
+        Ok(hub) => Ok(Source::Hub(hub)),
+        Err(e) => {
+            warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
+            Err(Reply::status(e.rtsp_status()))
+        }
+    }
+}
