@@ -32,7 +32,6 @@ impl Rig {
         let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
         let cache = temp_dir();
         let proxy = Proxy::start(&Proxy::config(
-            free_port(),
             cache.path(),
             &[Mount::new("/vod", &origin.url("/vod"))],
         ));
