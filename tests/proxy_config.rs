@@ -99,5 +99,6 @@ fn serve_refuses_to_start_on_a_broken_config() {
     assert!(!out.success() && !out.timed_out(), "{out:?}");
     assert!(out.stderr.contains("line 8: mount[0].path"), "{out:?}");
     assert!(!ready.exists(), "{out:?}");
-    assert!(listening_addrs(&out.stdout).is_none(), "{out:?}");
+    let output = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(listening_addrs(&output).is_none(), "{out:?}");
 }
