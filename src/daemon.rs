@@ -1,6 +1,7 @@
 //! Running the daemon: open the store, bind the listeners, serve until
 //! SIGTERM or Ctrl-C.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,7 +44,9 @@ pub fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+/// Runs the daemon on the configuration file at `path`; with `ready_file`,
+/// writes the bound addresses there once every listener is bound.
+pub fn serve(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     // Read once, for both the daemon and the reloader's record of the file.
     let loaded = reload::read(path)?;
     let config = &loaded.config;
@@ -59,11 +62,15 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_server(&loaded, path))?;
+    runtime.block_on(run_server(&loaded, path, ready_file))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> {
+async fn run_server(
+    loaded: &reload::Loaded,
+    path: &Path,
+    ready_file: Option<&Path>,
+) -> anyhow::Result<()> {
     let config = &loaded.config;
     let store = open_store(config, false)?;
     let mounts = Mounts::from_config(config);
@@ -99,6 +106,10 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
         Some(addr) => Some(admin::bind(addr).await?),
         None => None,
     };
+    let admin_local = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr().context("admin listener has no address"))
+        .transpose()?;
     let limits = Limits {
         max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
         max_headers: config.rtsp.max_headers,
@@ -124,7 +135,15 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
             Some(reloader),
         ));
     }
-    // Every listener is bound: tell systemd (Type=notify) we are ready.
+    // Every listener is bound (connections wait in the backlog until the
+    // accept loops run). One line names them all: with `listen =
+    // "127.0.0.1:0"` it is where the ports the OS chose are told.
+    let admin_shown = admin_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    info!(rtsp = %local, admin = %admin_shown, "listening");
+    if let Some(ready_file) = ready_file {
+        write_ready_file(ready_file, local, admin_local)?;
+    }
+    // Tell systemd (Type=notify) we are ready.
     match notify::ready() {
         Ok(true) => info!(%local, "readiness sent to systemd"),
         Ok(false) => {}
@@ -137,6 +156,26 @@ async fn run_server(loaded: &reload::Loaded, path: &Path) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// Writes `{"rtsp": "IP:PORT", "admin": "IP:PORT" | null}` to `path`
+/// through a temporary file and a rename, so that a reader polling for the
+/// file never sees it half written.
+fn write_ready_file(
+    path: &Path,
+    rtsp: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let text = serde_json::json!({
+        "rtsp": rtsp.to_string(),
+        "admin": admin.map(|a| a.to_string()),
+    })
+    .to_string();
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, text + "\n")
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
 async fn shutdown_signal() {

@@ -26,6 +26,11 @@ enum Command {
         /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Once every listener is bound, write their addresses to this file
+        /// as JSON, e.g. `{"rtsp":"127.0.0.1:8554","admin":null}`: how a
+        /// script learns the ports of `listen = "127.0.0.1:0"`.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a configuration file; prints every problem with its line.
     CheckConfig {
@@ -56,7 +61,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => daemon::serve(&config),
+        Command::Serve { config, ready_file } => daemon::serve(&config, ready_file.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::HashPassword { realm, user } => hash_password::run(&realm, &user),
         Command::Cache { config, action } => Config::load(&config)

@@ -71,7 +71,7 @@ fn describe_status(proxy: &Proxy, path: &str) -> u16 {
 #[test]
 fn token_is_required_and_errors_are_json() {
     let cache = temp_dir();
-    let proxy = Proxy::start(&with_token(Proxy::config(free_port(), cache.path(), &[])));
+    let proxy = Proxy::start(&with_token(Proxy::config(cache.path(), &[])));
     let port = proxy.admin_port().expect("admin API enabled");
 
     for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
@@ -126,11 +126,7 @@ fn token_is_required_and_errors_are_json() {
     // A daemon holds the store and has no admin API: purge cannot happen,
     // and the CLI says why.
     let quiet_cache = temp_dir();
-    let quiet = Proxy::start(&without_admin(Proxy::config(
-        free_port(),
-        quiet_cache.path(),
-        &[],
-    )));
+    let quiet = Proxy::start(&without_admin(Proxy::config(quiet_cache.path(), &[])));
     assert_eq!(quiet.admin_port(), None);
     let config = quiet.config_path().to_str().unwrap();
     let out = run_streamcache(&["cache", "--config", config, "purge", "rtsp://h:554/x"]);
@@ -143,7 +139,7 @@ fn token_is_required_and_errors_are_json() {
 #[test]
 fn head_and_any_case_bearer() {
     let cache = temp_dir();
-    let proxy = Proxy::start(&with_token(Proxy::config(free_port(), cache.path(), &[])));
+    let proxy = Proxy::start(&with_token(Proxy::config(cache.path(), &[])));
     let port = proxy.admin_port().expect("admin API enabled");
     let auth = format!("bearer {TOKEN}");
     let auth = [("Authorization", auth.as_str())];
@@ -186,7 +182,6 @@ fn presentations_listed_and_purged_unless_played() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
     let cache = temp_dir();
     let proxy = Proxy::start(&with_token(Proxy::config(
-        free_port(),
         cache.path(),
         &[Mount::new("/o", &origin.url("/"))],
     )));
@@ -273,7 +268,12 @@ fn presentations_listed_and_purged_unless_played() {
     let again = ffmpeg_pull(&url, "tcp", VOD_SECS + 5);
     assert!(again.video_kb > 0, "{again:?}");
     stored().unwrap_or_else(|| panic!("not stored again: {:?}", presentations(port)));
-    let config = proxy.config_path().to_str().unwrap();
+    // The CLI finds the daemon's admin API by the config's address: give it
+    // the bound one (the daemon's own file says port 0).
+    let cli_dir = temp_dir();
+    let cli_config = cli_dir.path().join("streamcache.toml");
+    std::fs::write(&cli_config, proxy.config_as_bound()).unwrap();
+    let config = cli_config.to_str().unwrap();
     let out = run_streamcache(&["cache", "--config", config, "purge", &key]);
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.contains("through the running daemon"), "{out:?}");
@@ -296,7 +296,6 @@ fn reload_changes_mounts_and_keeps_other_players() {
     let cache = temp_dir();
     let live = origin.url("/");
     let proxy = Proxy::start(&with_token(Proxy::config(
-        free_port(),
         cache.path(),
         &[Mount::new("/keep", &live), Mount::new("/gone", &live)],
     )));

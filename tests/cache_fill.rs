@@ -40,12 +40,8 @@ impl Rig {
         let dir = temp_dir();
         let cache = dir.path().join("cache");
         std::fs::create_dir(&cache).unwrap();
-        let toml = Proxy::config(
-            free_port(),
-            &cache,
-            &[Mount::new("/vod", &origin.url("/vod"))],
-        )
-        .replace("linger_secs = 2", "linger_secs = 1");
+        let toml = Proxy::config(&cache, &[Mount::new("/vod", &origin.url("/vod"))])
+            .replace("linger_secs = 2", "linger_secs = 1");
         assert!(toml.contains("linger_secs = 1"), "{toml}");
         let config = dir.path().join("streamcache.toml");
         std::fs::write(&config, &toml).unwrap();

@@ -63,7 +63,6 @@ fn origin_credentials_appear_in_no_output() {
     ));
     let cache = temp_dir();
     let config = Proxy::config(
-        free_port(),
         cache.path(),
         &[
             Mount::new("/o", &origin.url("/")).credentials(USER, PASSWORD),

@@ -265,7 +265,7 @@ fn all_sessions_ended(m: &Exposition) -> bool {
 
 fn start_proxy(mounts: &[Mount]) -> (Proxy, tempfile::TempDir) {
     let cache = temp_dir();
-    let proxy = Proxy::start(&Proxy::config(free_port(), cache.path(), mounts));
+    let proxy = Proxy::start(&Proxy::config(cache.path(), mounts));
     (proxy, cache)
 }
 
@@ -497,7 +497,7 @@ fn a_real_udp_player_shows_in_the_sessions_gauge() {
 /// and the reason, and the mount's credentials appear nowhere.
 #[test]
 fn origin_failures_by_mount_and_reason() {
-    let dead = free_port(); // nothing listens there
+    let dead = closed_port(); // nothing listens there
     let (proxy, _cache) =
         start_proxy(&[
             Mount::new("/down", &format!("rtsp://127.0.0.1:{dead}/live"))

@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::net::{self, UnixDatagram};
@@ -225,29 +225,22 @@ fn deb_installs_runs_and_purges() {
     assert!(out.stdout.contains("valid (0 mounts)"), "{out:?}");
 
     // The installed binary, as the service user, on a copy of the installed
-    // config: loopback port, a temporary cache, one mount on a real origin.
+    // config: loopback ports the OS picks, a temporary cache, one mount on a
+    // real origin.
     let origin = Origin::start(OriginOpts::new());
-    let port = free_port();
-    let admin_port = free_port();
     let work = temp_dir();
     let cache = work.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
     let installed_config = std::fs::read_to_string(CONFIG).unwrap();
     let q = |s: &str| toml::Value::String(s.into()).to_string();
     let config = installed_config
-        .replace(
-            "listen = \"0.0.0.0:554\"",
-            &format!("listen = {}", q(&format!("127.0.0.1:{port}"))),
-        )
+        .replace("listen = \"0.0.0.0:554\"", "listen = \"127.0.0.1:0\"")
         .replace(
             &format!("dir = \"{CACHE}\""),
             &format!("dir = {}", q(cache.to_str().unwrap())),
         )
         // The packaged admin port may be taken by tests running alongside.
-        .replace(
-            "listen = \"127.0.0.1:8555\"",
-            &format!("listen = {}", q(&format!("127.0.0.1:{admin_port}"))),
-        )
+        .replace("listen = \"127.0.0.1:8555\"", "listen = \"127.0.0.1:0\"")
         + &format!(
             "\n[[mount]]\npath = \"/pkg\"\norigin = {}\ntransport = \"auto\"\n",
             q(&origin.url("/"))
@@ -321,7 +314,16 @@ fn deb_installs_runs_and_purges() {
         .recv(&mut buf)
         .expect("READY=1 on NOTIFY_SOCKET once the listener is bound");
     assert_eq!(&buf[..n], b"READY=1");
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The daemon logged the bound addresses before it sent READY=1 (our
+    // reader thread may still be catching up).
+    let (listen, admin) = wait_for(Duration::from_secs(5), || {
+        listening_addrs(&daemon.log.lock().unwrap())
+    })
+    .unwrap_or_else(|| panic!("no `listening` line:\n{}", daemon.log.lock().unwrap()));
+    let port = listen.port();
+    let admin_port = admin
+        .expect("the packaged config enables the admin API")
+        .port();
     assert!(
         TcpStream::connect_timeout(&listen, Duration::from_secs(2)).is_ok(),
         "ready, so the RTSP port accepts connections"

@@ -42,11 +42,7 @@ fn hash_password(realm: Option<&str>, user: &str, password: &str) -> String {
 /// keys and `[[mount.user]]` tables appended after the mount).
 fn protected_proxy(origin: &Origin, extra: &str) -> (Proxy, tempfile::TempDir) {
     let cache = temp_dir();
-    let config = Proxy::config(
-        free_port(),
-        cache.path(),
-        &[Mount::new("/o", &origin.url("/"))],
-    ) + extra;
+    let config = Proxy::config(cache.path(), &[Mount::new("/o", &origin.url("/"))]) + extra;
     (Proxy::start(&config), cache)
 }
 
@@ -253,7 +249,6 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
     let users = hash_password(None, USER, PASSWORD);
     let cache = temp_dir();
     let config = Proxy::config(
-        free_port(),
         cache.path(),
         &[
             Mount::new("/open", &origin.url("/")),
@@ -356,11 +351,7 @@ fn ffprobe_basic_only_mount() {
 fn session_lines_tell_a_partial_title() {
     let origin = Origin::start(OriginOpts::new().media(test_media(20)));
     let cache = temp_dir();
-    let config = Proxy::config(
-        free_port(),
-        cache.path(),
-        &[Mount::new("/o", &origin.url("/"))],
-    );
+    let config = Proxy::config(cache.path(), &[Mount::new("/o", &origin.url("/"))]);
     let proxy = Proxy::start(&config);
     let url = proxy.url("/o/vod");
 
@@ -479,7 +470,7 @@ fn a_users_only_reload_keeps_players_and_applies_to_their_next_request() {
         Mount::new("/p", &origin.url("/")),
     ];
     // The users follow the last mount, `/p`.
-    let config = Proxy::config(free_port(), cache.path(), &mounts) + &first;
+    let config = Proxy::config(cache.path(), &mounts) + &first;
     let proxy = Proxy::start(&config);
     let port = proxy.admin_port().expect("the test config enables [admin]");
     let reload = |text: &str| {

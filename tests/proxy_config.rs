@@ -78,7 +78,6 @@ fn check_config_refuses_unknown_keys() {
 #[test]
 fn serve_refuses_to_start_on_a_broken_config() {
     let dir = temp_dir();
-    let port = free_port();
     let file = write_config(dir.path(), BROKEN);
     let out = run_streamcache(&["serve", "--config", &file]);
     assert!(!out.success() && !out.timed_out(), "{out:?}");
@@ -89,11 +88,17 @@ fn serve_refuses_to_start_on_a_broken_config() {
     );
     assert!(!out.stderr.contains("hunter2"), "{out:?}");
 
-    // A valid listen address but a broken mount: still refused, nothing listens.
-    let text = BROKEN.replace("\"nowhere\"", &format!("\"127.0.0.1:{port}\""));
+    // A valid listen address but a broken mount: still refused, and it never
+    // got as far as binding a listener (it would have said so and written
+    // its ready file).
+    let text = BROKEN.replace("\"nowhere\"", "\"127.0.0.1:0\"");
     let file = write_config(dir.path(), &text);
-    let out = run_streamcache(&["serve", "--config", &file]);
+    let ready = dir.path().join("ready.json");
+    let ready_arg = ready.to_str().expect("UTF-8 path");
+    let out = run_streamcache(&["serve", "--config", &file, "--ready-file", ready_arg]);
     assert!(!out.success() && !out.timed_out(), "{out:?}");
     assert!(out.stderr.contains("line 8: mount[0].path"), "{out:?}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(!ready.exists(), "{out:?}");
+    let output = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(listening_addrs(&output).is_none(), "{out:?}");
 }

@@ -20,7 +20,7 @@ const FRAME_TICKS: u32 = VIDEO_CLOCK / 25;
 fn live_proxy(origin: &Origin) -> (Proxy, tempfile::TempDir) {
     let cache = temp_dir();
     let mounts = [Mount::new("/cam", &origin.url("/live"))];
-    let proxy = Proxy::start(&Proxy::config(free_port(), cache.path(), &mounts));
+    let proxy = Proxy::start(&Proxy::config(cache.path(), &mounts));
     (proxy, cache)
 }
 

@@ -26,7 +26,7 @@ struct TestProxy {
 impl TestProxy {
     fn start(mounts: &[Mount], tweaks: &[(&str, &str)]) -> TestProxy {
         let dir = temp_dir();
-        let mut config = Proxy::config(free_port(), &dir.path().join("cache"), mounts);
+        let mut config = Proxy::config(&dir.path().join("cache"), mounts);
         for (from, to) in tweaks {
             assert!(config.contains(from), "no `{from}` in the test config");
             config = config.replace(from, to);
@@ -40,7 +40,7 @@ impl TestProxy {
 /// A mount to an origin port where nothing listens (never contacted by the
 /// requests that are refused before reaching an origin).
 fn nowhere_mount(path: &str) -> Mount {
-    let port = free_port();
+    let port = closed_port();
     Mount::new(path, &format!("rtsp://127.0.0.1:{port}/live"))
 }
 
@@ -178,7 +178,7 @@ fn unknown_session_gets_454() {
 /// never the password.
 #[test]
 fn unreachable_origin_gets_5xx_and_a_log_line_without_the_password() {
-    let port = free_port();
+    let port = closed_port();
     let origin = format!("rtsp://127.0.0.1:{port}/live");
     let mount = Mount::new("/cam", &origin).credentials("viewer", PASSWORD);
     let t = TestProxy::start(&[mount], &[]);
@@ -432,7 +432,6 @@ fn udp_player_ports_are_released_when_the_session_ends() {
     let origin = Origin::start(OriginOpts::new());
     let cache = temp_dir();
     let proxy = Proxy::start(&Proxy::config(
-        free_port(),
         cache.path(),
         &[Mount::new("/cam", &origin.url("/live"))],
     ));

@@ -22,11 +22,7 @@ const OTHER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// added to `[rtsp]`.
 fn proxy_with_limits(origin: &Origin, limits: &str) -> (Proxy, tempfile::TempDir) {
     let cache = temp_dir();
-    let config = Proxy::config(
-        free_port(),
-        cache.path(),
-        &[Mount::new("/o", &origin.url("/"))],
-    );
+    let config = Proxy::config(cache.path(), &[Mount::new("/o", &origin.url("/"))]);
     let anchor = "player_queue_packets = 2048\n";
     assert!(config.contains(anchor));
     let config = config.replacen(anchor, &format!("{anchor}{limits}"), 1);

@@ -18,12 +18,8 @@ const FRAME_RATE: u64 = 25;
 fn rig() -> (Origin, Proxy, tempfile::TempDir) {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
     let cache = temp_dir();
-    let toml = Proxy::config(
-        free_port(),
-        cache.path(),
-        &[Mount::new("/o", &origin.url("/"))],
-    )
-    .replace("linger_secs = 2", "linger_secs = 0");
+    let toml = Proxy::config(cache.path(), &[Mount::new("/o", &origin.url("/"))])
+        .replace("linger_secs = 2", "linger_secs = 0");
     assert!(toml.contains("linger_secs = 0"), "{toml}");
     let proxy = Proxy::start(&toml);
     (origin, proxy, cache)

@@ -17,7 +17,7 @@ const FRAME_RATE: u64 = 25;
 /// the returned guard).
 fn start_proxy(mounts: &[Mount]) -> (Proxy, tempfile::TempDir) {
     let cache = temp_dir();
-    let proxy = Proxy::start(&Proxy::config(free_port(), cache.path(), mounts));
+    let proxy = Proxy::start(&Proxy::config(cache.path(), mounts));
     (proxy, cache)
 }
 
@@ -188,12 +188,8 @@ fn mount_transport_auto_uses_udp_toward_origin() {
 fn mount_transport_auto_falls_back_to_tcp_when_udp_never_arrives() {
     let origin = Origin::start(OriginOpts::new().udp_blackhole());
     let cache = temp_dir();
-    let config = Proxy::config(
-        free_port(),
-        cache.path(),
-        &[Mount::new("/cam", &origin.url("/live"))],
-    )
-    .replace("udp_fallback_secs = 3", "udp_fallback_secs = 1");
+    let config = Proxy::config(cache.path(), &[Mount::new("/cam", &origin.url("/live"))])
+        .replace("udp_fallback_secs = 3", "udp_fallback_secs = 1");
     let proxy = Proxy::start(&config);
     let frames = ffprobe_count_video_frames(&proxy.url("/cam"), "tcp", 2);
     assert!(frames.video > FRAME_RATE, "{frames:?}");

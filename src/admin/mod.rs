@@ -29,7 +29,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::reload::Reloader;
 use crate::serve::Server;
@@ -62,9 +62,6 @@ pub async fn run(
 ) {
     let admin = Arc::new(Admin::new(server, token, reloader));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin API listening");
-    }
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use streamcache_rtsp::framing::Limits;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -99,7 +99,6 @@ impl Server {
                 reaper.reap();
             }
         });
-        info!(addr = %self.local_addr, "RTSP server listening");
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
