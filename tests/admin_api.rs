@@ -264,6 +264,22 @@ fn presentations_listed_and_purged_unless_played() {
     let gone = http(port, "DELETE", &path, Some(TOKEN));
     assert_eq!(gone.status, 404, "{gone:?}");
 
+    // Fetched afresh, then purged by its key (percent-encoded in the query).
+    let again = ffmpeg_pull(&url, "tcp", VOD_SECS + 5);
+    assert!(again.video_kb > 0, "{again:?}");
+    stored().unwrap_or_else(|| panic!("not stored again: {:?}", presentations(port)));
+    let by_key = format!(
+        "/api/v1/presentations?key={}",
+        key.replace(':', "%3A").replace('/', "%2F")
+    );
+    let purged = http(port, "DELETE", &by_key, Some(TOKEN));
+    assert_eq!(purged.status, 200, "{purged:?}");
+    assert_eq!(purged.json()["key"], key.as_str(), "{purged:?}");
+    let gone = http(port, "DELETE", &by_key, Some(TOKEN));
+    assert_eq!(gone.status, 404, "{gone:?}");
+    let unnamed = http(port, "DELETE", "/api/v1/presentations", Some(TOKEN));
+    assert_eq!(unnamed.status, 400, "{unnamed:?}");
+
     // Fetched afresh, then purged by the CLI while the daemon holds the store.
     let again = ffmpeg_pull(&url, "tcp", VOD_SECS + 5);
     assert!(again.video_kb > 0, "{again:?}");

@@ -1,4 +1,5 @@
-//! `GET /api/v1/presentations` and `DELETE /api/v1/presentations/{id}`.
+//! `GET /api/v1/presentations`, and `DELETE /api/v1/presentations/{id}`
+//! or `DELETE /api/v1/presentations?key=<origin URL>`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -71,16 +72,31 @@ fn redact(key: &str) -> String {
     }
 }
 
+/// How a purge names its presentation.
+#[derive(Debug, Clone, Copy)]
+pub enum Selector<'a> {
+    /// The id `GET /api/v1/presentations` lists.
+    Id(&'a str),
+    /// The presentation key (the origin URL).
+    Key(&'a str),
+}
+
 /// Removes a presentation from the store. One being played or recorded
 /// stays unless `force`: then its players are ended and its fill stopped.
-pub fn purge(server: &Server, id: &str, force: bool) -> Response<Body> {
+pub fn purge(server: &Server, which: Selector, force: bool) -> Response<Body> {
     let store = server.catalog.store();
-    let Some(entry) = store.list().into_iter().find(|e| e.id == id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no presentation with id {id}"),
-        );
+    let entry = store.list().into_iter().find(|e| match which {
+        Selector::Id(id) => e.id == id,
+        Selector::Key(key) => e.key == key,
+    });
+    let Some(entry) = entry else {
+        let what = match which {
+            Selector::Id(id) => format!("no presentation with id {id}"),
+            Selector::Key(key) => format!("no presentation with key {}", redact(key)),
+        };
+        return error(StatusCode::NOT_FOUND, &what);
     };
+    let id = entry.id.as_str();
     let key = entry.key.clone();
     let players: Vec<String> = server
         .sessions

@@ -9,7 +9,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use streamcache_rtsp::auth::ct_eq;
 
-use super::{presentations, sessions, Body};
+use super::presentations::{self, Selector};
+use super::{sessions, Body};
 use crate::reload::Reloader;
 use crate::serve::Server;
 
@@ -80,9 +81,26 @@ impl Admin {
                 );
                 response
             }
+            Route::Presentations if method == Method::DELETE => match purge_params(query) {
+                Ok(PurgeParams {
+                    key: Some(key),
+                    force,
+                }) => presentations::purge(&self.server, Selector::Key(&key), force),
+                Ok(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    "name the presentation: DELETE /api/v1/presentations/{id} or ?key=<origin URL>",
+                ),
+                Err(message) => error(StatusCode::BAD_REQUEST, &message),
+            },
             Route::Presentations => presentations::list(&self.server),
-            Route::Presentation(id) => match force_param(query) {
-                Ok(force) => presentations::purge(&self.server, id, force),
+            Route::Presentation(id) => match purge_params(query) {
+                Ok(PurgeParams { key: None, force }) => {
+                    presentations::purge(&self.server, Selector::Id(id), force)
+                }
+                Ok(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    "a presentation is named by its id in the path or by ?key=, not both",
+                ),
                 Err(message) => error(StatusCode::BAD_REQUEST, &message),
             },
             Route::Sessions => sessions::list(&self.server),
@@ -176,7 +194,8 @@ impl<'a> Route<'a> {
     /// GET is (hyper leaves the body out).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Metrics | Route::Presentations | Route::Sessions => "GET, HEAD",
+            Route::Healthz | Route::Metrics | Route::Sessions => "GET, HEAD",
+            Route::Presentations => "GET, HEAD, DELETE",
             Route::Presentation(_) => "DELETE",
             Route::Reload => "POST",
         }
@@ -189,23 +208,28 @@ impl<'a> Route<'a> {
     }
 }
 
-/// `?force=true` on a purge; absent means false.
-fn force_param(query: Option<&str>) -> Result<bool, String> {
-    let mut force = false;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
-        match (name, value) {
-            ("force", "true" | "1") => force = true,
-            ("force", "false" | "0") => force = false,
+/// A purge's query: `force=true` (absent means false) and, on
+/// `DELETE /api/v1/presentations`, the `key` (percent-encoded origin URL).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PurgeParams {
+    key: Option<String>,
+    force: bool,
+}
+
+fn purge_params(query: Option<&str>) -> Result<PurgeParams, String> {
+    let mut params = PurgeParams::default();
+    let query = query.unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match (name.as_ref(), value.as_ref()) {
+            ("force", "true" | "1" | "") => params.force = true,
+            ("force", "false" | "0") => params.force = false,
             ("force", other) => return Err(format!("force must be true or false, not `{other}`")),
+            ("key", "") => return Err("key is empty".into()),
+            ("key", key) => params.key = Some(key.to_owned()),
             (other, _) => return Err(format!("unknown parameter `{other}`")),
         }
     }
-    Ok(force)
+    Ok(params)
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -245,7 +269,7 @@ mod tests {
         assert!(Route::Reload.allows(&Method::POST));
         assert!(!Route::Reload.allows(&Method::GET));
         assert!(Route::Presentation("x").allows(&Method::DELETE));
-        assert!(!Route::Presentations.allows(&Method::DELETE));
+        assert!(Route::Presentations.allows(&Method::DELETE));
         assert!(Route::Metrics.allows(&Method::HEAD));
         assert!(!Route::Reload.allows(&Method::HEAD));
         assert!(!Route::Presentation("x").allows(&Method::HEAD));
@@ -263,11 +287,27 @@ mod tests {
 
     #[test]
     fn force_parameter() {
-        assert_eq!(force_param(None), Ok(false));
-        assert_eq!(force_param(Some("force=true")), Ok(true));
-        assert_eq!(force_param(Some("force")), Ok(true));
-        assert_eq!(force_param(Some("force=0")), Ok(false));
-        assert!(force_param(Some("force=maybe")).is_err());
-        assert!(force_param(Some("forse=true")).is_err());
+        let force = |q| purge_params(Some(q)).map(|p| p.force);
+        assert_eq!(purge_params(None).map(|p| p.force), Ok(false));
+        assert_eq!(force("force=true"), Ok(true));
+        assert_eq!(force("force"), Ok(true));
+        assert_eq!(force("force=0"), Ok(false));
+        assert!(force("force=maybe").is_err());
+        assert!(force("forse=true").is_err());
+    }
+
+    #[test]
+    fn purge_params_parse() {
+        assert_eq!(purge_params(None), Ok(PurgeParams::default()));
+        assert_eq!(
+            purge_params(Some("force=true&key=rtsp%3A%2F%2Fo%3A554%2Fvod%2Fa.mkv")),
+            Ok(PurgeParams {
+                key: Some("rtsp://o:554/vod/a.mkv".into()),
+                force: true
+            })
+        );
+        assert!(purge_params(Some("force=maybe")).is_err());
+        assert!(purge_params(Some("key=")).is_err());
+        assert!(purge_params(Some("id=1")).is_err());
     }
 }
