@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::hub::HubSettings;
 use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
+use crate::sample::SampleOrigin;
 use crate::{admin, notify, reload, serve};
 
 /// Opens the configured store. The daemon opens it for writing (and holds
@@ -96,6 +97,12 @@ async fn run_server(
         Duration::from_secs(config.cache.default_fresh_secs),
         Arc::clone(&metrics),
     );
+    // The built-in sample origin starts before the proxy, so that its
+    // mounts work from the first request.
+    if let Some(addr) = config.sample_origin.listen_addr() {
+        let sample = SampleOrigin::bind(addr).await?;
+        tokio::spawn(sample.run());
+    }
     let listen = config
         .rtsp
         .listen_addr()
@@ -178,7 +185,7 @@ fn write_ready_file(
         .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => return std::future::pending().await,

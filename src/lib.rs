@@ -23,6 +23,7 @@ pub mod notify;
 pub mod origin;
 pub mod playback;
 pub mod reload;
+pub mod sample;
 pub mod serve;
 pub mod timing;
 pub mod udp_pair;

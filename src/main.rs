@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use streamcache::cli::cache::CacheAction;
 use streamcache::config::{self, Config};
-use streamcache::{cli, daemon, hash_password};
+use streamcache::{cli, daemon, hash_password, sample};
 
 const DEFAULT_CONFIG: &str = "/etc/streamcache/streamcache.toml";
 
@@ -47,6 +47,14 @@ enum Command {
         /// The player's user name.
         user: String,
     },
+    /// Run the built-in sample origin alone: an RTSP origin serving an
+    /// embedded 10 s clip (H.264 + AAC) on demand at /vod and as a live loop
+    /// at /live (RTP interleaved on TCP).
+    SampleOrigin {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8654")]
+        listen: std::net::SocketAddr,
+    },
     /// Inspect and maintain the cache a configuration points at (safe while
     /// the daemon runs).
     Cache {
@@ -64,6 +72,7 @@ fn main() -> ExitCode {
         Command::Serve { config, ready_file } => daemon::serve(&config, ready_file.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::HashPassword { realm, user } => hash_password::run(&realm, &user),
+        Command::SampleOrigin { listen } => sample::run_alone(listen),
         Command::Cache { config, action } => Config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|c| cli::cache::run(&c, action)),

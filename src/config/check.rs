@@ -93,6 +93,14 @@ impl Config {
                 format!("must be at most {MAX_TIMEOUT_SECS}"),
             );
         }
+        let sample_listen = self.sample_origin.listen.get_ref();
+        if !sample_listen.is_empty() && self.sample_origin.listen_addr().is_none() {
+            problem(
+                Some(self.sample_origin.listen.span()),
+                "sample_origin.listen".into(),
+                format!("`{sample_listen}` is not an address:port (e.g. \"127.0.0.1:8654\"), or \"\" not to run it"),
+            );
+        }
         let admin_listen = self.admin.listen.get_ref();
         if !admin_listen.is_empty() && self.admin.listen_addr().is_none() {
             problem(

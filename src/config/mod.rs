@@ -76,6 +76,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub sample_origin: SampleOriginConfig,
     #[serde(default, rename = "mount")]
     pub mounts: Vec<MountConfig>,
 }
@@ -207,6 +209,34 @@ impl fmt::Debug for AdminConfig {
 impl AdminConfig {
     /// The admin listen address, or `None` when the API is disabled (an
     /// unparsable address is reported by [`Config::problems`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
+}
+
+/// The sample origin built into the binary (`streamcache sample-origin`),
+/// run inside the daemon: an RTSP origin serving the embedded sample clip
+/// at `/vod` (on demand) and `/live`, so that a first run has something to
+/// play and to cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleOriginConfig {
+    /// Its RTSP address (keep it on loopback); an empty string (the
+    /// default) does not run it.
+    pub listen: Spanned<String>,
+}
+
+impl Default for SampleOriginConfig {
+    fn default() -> Self {
+        SampleOriginConfig {
+            listen: Spanned::new(0..0, String::new()),
+        }
+    }
+}
+
+impl SampleOriginConfig {
+    /// The address to run it on, or `None` when it is off (an unparsable
+    /// address is reported by [`Config::problems`]).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.get_ref().parse().ok()
     }

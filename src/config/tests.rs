@@ -8,7 +8,11 @@ fn default_config_file_is_valid() {
     let config = Config::parse(text).expect("etc/streamcache.toml must validate");
     assert_eq!(config.rtsp.listen_addr(), "127.0.0.1:8554".parse().ok());
     assert_eq!(config.cache.disk_budget, ByteSize(10 << 30));
-    assert_eq!(config.mounts.len(), 1);
+    assert_eq!(config.mounts.len(), 2);
+    assert_eq!(
+        config.sample_origin.listen_addr(),
+        "127.0.0.1:8654".parse().ok()
+    );
 }
 
 #[test]
