@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod freshness;

@@ -1,0 +1,8 @@
+//! The cluster: an embedded master that knows what every node holds and how
+//! loaded it is, and sends each player to the best node.
+//!
+//! The decisions are plain functions over the master's view, without
+//! sockets or clocks of their own, so they are tested alone:
+//! [`placement`] chooses the node for a player.
+
+pub mod placement;
