@@ -3,6 +3,9 @@
 //!
 //! The decisions are plain functions over the master's view, without
 //! sockets or clocks of their own, so they are tested alone:
-//! [`placement`] chooses the node for a player.
+//! [`membership`] keeps who is up and how loaded, [`content`] who holds
+//! what, and [`placement`] chooses the node for a player.
 
+pub mod content;
+pub mod membership;
 pub mod placement;
