@@ -73,6 +73,61 @@ fn check_config_refuses_unknown_keys() {
     );
 }
 
+/// Ten mistakes of every kind (unknown keys and sections, wrong types, an
+/// unknown size unit and variant, a missing key, bad values), each on the
+/// line the comment gives.
+const TEN_MISTAKES: &str = "[rtsp]
+lisen = \"127.0.0.1:8554\"
+session_timeout_secs = \"sixty\"
+max_request_bytes = \"12 parsecs\"
+[cache]
+segment_size = \"1KiB\"
+[origin]
+linger_secs = 100000
+[admin]
+token = 31337
+
+[[mount]]
+path = \"cams\"
+origin = \"rtsp://127.0.0.1:8654/live\"
+transport = \"quic\"
+
+[[mount]]
+path = \"/b\"
+[bogus]
+";
+
+/// One run of check-config reports all ten mistakes, each with its line
+/// and key, in the order of the file; the token is not echoed.
+#[test]
+fn check_config_reports_every_problem_in_one_run() {
+    let dir = temp_dir();
+    let file = write_config(dir.path(), TEN_MISTAKES);
+    let out = run_streamcache(&["check-config", &file]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let expected = [
+        "line 2: rtsp.lisen: unknown field `lisen`",
+        "line 3: rtsp.session_timeout_secs: invalid type",
+        "line 4: rtsp.max_request_bytes: unknown size unit `parsecs`",
+        "line 6: cache.segment_size: must be at least 64KiB",
+        "line 8: origin.linger_secs: must be at most 86400",
+        "line 10: admin.token: invalid type",
+        "line 13: mount[0].path:",
+        "line 15: mount[0].transport: unknown variant `quic`",
+        "line 17: mount[1].origin: missing field `origin`",
+        "line 19: bogus: unknown field `bogus`",
+    ];
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out:?}");
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{file}: {expected}")),
+            "`{line}` is not `{expected}`"
+        );
+    }
+    assert!(!out.stdout.contains("31337"), "{out:?}");
+}
+
 /// `streamcache serve` on a broken file exits at once with an error that
 /// names the file, the key and the line, and listens on nothing.
 #[test]
