@@ -1,11 +1,15 @@
 //! The configuration as an operator meets it: `streamcache check-config`
-//! accepts the shipped default and names the key and line of each problem
-//! in a broken file; `streamcache serve` refuses to start on a broken file
-//! with the same clear message.
+//! accepts the shipped default and names the key and line of every problem
+//! of a broken file in one run; `streamcache serve` refuses to start on a
+//! broken file with the same clear message; `--config`/`-c` is accepted
+//! after every subcommand, with a default that finds the installed or the
+//! checkout's file; the daemon's log is plain text when piped.
 
 mod support;
 
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -156,4 +160,93 @@ fn serve_refuses_to_start_on_a_broken_config() {
     assert!(!ready.exists(), "{out:?}");
     let output = format!("{}\n{}", out.stdout, out.stderr);
     assert!(listening_addrs(&output).is_none(), "{out:?}");
+}
+
+/// `--config FILE` and `-c FILE` work after every subcommand (and before
+/// it); check-config also takes the file positionally.
+#[test]
+fn config_flag_works_after_every_subcommand() {
+    let dir = temp_dir();
+    let cache = dir.path().join("cache");
+    let file = write_config(dir.path(), &Proxy::config(&cache, &[]));
+    for args in [
+        vec!["check-config", &file],
+        vec!["check-config", "--config", &file],
+        vec!["check-config", "-c", &file],
+        vec!["--config", &file, "check-config"],
+    ] {
+        let out = run_streamcache(&args);
+        assert!(out.success(), "{args:?}: {out:?}");
+        assert!(out.stdout.contains(&format!("{file}: valid")), "{out:?}");
+    }
+    for args in [
+        vec!["cache", "ls", "--config", &file],
+        vec!["cache", "ls", "-c", &file],
+        vec!["cache", "--config", &file, "ls"],
+        vec!["cache", "verify", "-c", &file],
+        vec!["-c", &file, "cache", "ls"],
+    ] {
+        let out = run_streamcache(&args);
+        assert!(out.success(), "{args:?}: {out:?}");
+    }
+    assert!(cache.is_dir(), "the cache of {file} was not opened");
+    // Two different files is a mistake, not a choice.
+    let out = run_streamcache(&["check-config", &file, "--config", "/elsewhere.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // serve takes it after the subcommand too: a broken file names itself.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, BROKEN).unwrap();
+    let broken = broken.to_str().expect("UTF-8 path");
+    let out = run_streamcache(&["serve", "-c", broken]);
+    assert!(!out.success() && out.stderr.contains(broken), "{out:?}");
+}
+
+/// Without `--config`: the installed file when there is one, else
+/// `etc/streamcache.toml` of the checkout the command runs in; elsewhere
+/// the error names the installed path.
+#[test]
+fn config_defaults_to_the_installed_or_the_checkout_file() {
+    let installed = Path::new("/etc/streamcache/streamcache.toml");
+    let run_in = |dir: &Path| {
+        run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_streamcache"))
+                .arg("check-config")
+                .current_dir(dir),
+            PLAYER_LIMIT,
+        )
+    };
+    let out = run_in(repo_root());
+    let expected = if installed.exists() {
+        installed.to_str().unwrap()
+    } else {
+        "etc/streamcache.toml"
+    };
+    assert!(out.stdout.starts_with(&format!("{expected}: ")), "{out:?}");
+    if !installed.exists() {
+        assert!(out.success(), "{out:?}");
+        let elsewhere = temp_dir();
+        let out = run_in(elsewhere.path());
+        assert!(!out.success(), "{out:?}");
+        assert!(
+            out.stdout
+                .contains("/etc/streamcache/streamcache.toml: (file): cannot read"),
+            "{out:?}"
+        );
+    }
+}
+
+/// The daemon's log read through a pipe (a file, the journal) carries no
+/// colour codes: `Proxy::start` turns nothing off but the terminal.
+#[test]
+fn daemon_log_has_no_colour_codes_when_piped() {
+    let dir = temp_dir();
+    let proxy = Proxy::start(&Proxy::config(dir.path(), &[]));
+    assert!(
+        proxy.wait_log("listening", Duration::from_secs(10)),
+        "{}",
+        proxy.logs()
+    );
+    let log = proxy.logs();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
 }
