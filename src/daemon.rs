@@ -1,6 +1,7 @@
 //! Running the daemon: open the store, bind the listeners, serve until
 //! SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<ExitCode>
                 .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(log_colours())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,6 +165,18 @@ async fn run_server(
             Ok(())
         }
     }
+}
+
+/// Whether the log (on standard output) may be coloured: only for a person
+/// at a terminal. Colour codes in a file or the journal are noise; under
+/// systemd (`JOURNAL_STREAM`, `INVOCATION_ID`) even a tty output goes to a
+/// log; `NO_COLOR` (https://no-color.org) turns colour off when not empty.
+fn log_colours() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    std::io::stdout().is_terminal()
+        && !set("NO_COLOR")
+        && !set("JOURNAL_STREAM")
+        && !set("INVOCATION_ID")
 }
 
 /// Writes `{"rtsp": "IP:PORT", "admin": "IP:PORT" | null}` to `path`

@@ -10,11 +10,19 @@ use streamcache::cli::cache::CacheAction;
 use streamcache::config::{self, Config};
 use streamcache::{cli, daemon, hash_password, sample};
 
-const DEFAULT_CONFIG: &str = "/etc/streamcache/streamcache.toml";
+/// Where the Debian package puts the configuration.
+const INSTALLED_CONFIG: &str = "/etc/streamcache/streamcache.toml";
+/// The commented default, relative to a checkout of the sources.
+const CHECKOUT_CONFIG: &str = "etc/streamcache.toml";
 
 #[derive(Parser)]
 #[command(version, about = "Caching streaming proxy for RTSP origins")]
 struct Cli {
+    /// Configuration file [default: /etc/streamcache/streamcache.toml when
+    /// installed, else etc/streamcache.toml in a checkout]. Global: it may
+    /// follow any subcommand (`streamcache cache ls --config FILE`).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,9 +31,6 @@ struct Cli {
 enum Command {
     /// Run the caching RTSP proxy.
     Serve {
-        /// Configuration file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
         /// Once every listener is bound, write their addresses to this file
         /// as JSON, e.g. `{"rtsp":"127.0.0.1:8554","admin":null}`: how a
         /// script learns the ports of `listen = "127.0.0.1:0"`.
@@ -34,8 +39,9 @@ enum Command {
     },
     /// Validate a configuration file; prints every problem with its line.
     CheckConfig {
-        /// Configuration file.
-        file: PathBuf,
+        /// Configuration file, as `--config` (which it may also be given as).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
     /// Print the `[[mount.user]]` lines for a player, reading the password
     /// from standard input (one line). The secrets are H(user:realm:password):
@@ -58,9 +64,6 @@ enum Command {
     /// Inspect and maintain the cache a configuration points at (safe while
     /// the daemon runs).
     Cache {
-        /// Configuration file naming the cache directory.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
         #[command(subcommand)]
         action: CacheAction,
     },
@@ -68,12 +71,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.unwrap_or_else(default_config);
     let result = match cli.command {
-        Command::Serve { config, ready_file } => daemon::serve(&config, ready_file.as_deref()),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::Serve { ready_file } => daemon::serve(&config, ready_file.as_deref()),
+        Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(&config)),
         Command::HashPassword { realm, user } => hash_password::run(&realm, &user),
         Command::SampleOrigin { listen } => sample::run_alone(listen),
-        Command::Cache { config, action } => Config::load(&config)
+        Command::Cache { action } => Config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|c| cli::cache::run(&c, action)),
     };
@@ -85,6 +89,18 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The installed file when there is one, else the checkout's when run from
+/// a checkout; else the installed path again, so that the error names where
+/// the file was expected.
+fn default_config() -> PathBuf {
+    [INSTALLED_CONFIG, CHECKOUT_CONFIG]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(INSTALLED_CONFIG))
+}
+
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {

@@ -154,12 +154,19 @@ impl Reloader {
         while hangups.recv().await.is_some() {
             info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
             if let Err(e) = self.reload() {
-                for problem in &e.problems {
-                    warn!(file = %self.path.display(), %problem, "configuration refused");
-                }
-                warn!("reload refused: the previous configuration stays in force");
+                self.log_refused(&e);
             }
         }
+    }
+
+    /// Logs a refused reload, one line per problem: the same whether it came
+    /// by SIGHUP or through the admin API, so that the journal tells why
+    /// either left the previous configuration in force.
+    pub fn log_refused(&self, e: &ConfigError) {
+        for problem in &e.problems {
+            warn!(file = %self.path.display(), %problem, "configuration refused");
+        }
+        warn!("reload refused: the previous configuration stays in force");
     }
 }
 

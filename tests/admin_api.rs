@@ -385,6 +385,13 @@ fn reload_changes_mounts_and_keeps_other_players() {
         write(&format!("{original}\n[bogus]\nsetting = 1\n"));
         let refused = reload();
         assert_eq!(refused.status, 422, "{refused:?}");
+        // Logged as a refused SIGHUP is, naming the problem.
+        assert!(
+            proxy.wait_log_count("reload refused", 1, WAIT),
+            "{}",
+            proxy.logs()
+        );
+        assert!(proxy.logs().contains("bogus"), "{}", proxy.logs());
         assert!(!refused.error().is_empty(), "{refused:?}");
         let problem = &refused.json()["problems"][0];
         assert!(problem["line"].as_u64() > Some(0), "{refused:?}");
@@ -430,7 +437,7 @@ fn reload_changes_mounts_and_keeps_other_players() {
         write("[rtsp]\nlisen = \"typo\"\n");
         proxy.hangup();
         assert!(
-            proxy.wait_log("configuration refused", WAIT),
+            proxy.wait_log_count("reload refused", 2, WAIT),
             "{}",
             proxy.logs()
         );

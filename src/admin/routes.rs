@@ -118,6 +118,7 @@ impl Admin {
         match reloader.reload() {
             Ok(report) => json_response(StatusCode::OK, &json!(report)),
             Err(e) => {
+                reloader.log_refused(&e);
                 let problems: Vec<_> = e
                     .problems
                     .iter()

@@ -1,152 +1,91 @@
-//! What serde cannot check: values, URLs, mount prefixes and player
-//! accounts, each problem with its key and line.
+//! What reading the file cannot check: values, URLs, mount prefixes and
+//! player accounts, each problem with its key and the line of that key.
 
+use super::read::Spans;
 use super::*;
 
-impl Config {
-    /// What serde cannot check. `text` is the source, for line numbers.
-    pub(super) fn problems(&self, text: &str) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut problem = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
-            out.push(Problem {
-                line: span.filter(|s| s.end > 0).map(|s| line_of(text, s.start)),
-                key,
-                message,
-            })
+/// Value problems being collected, each given the line of its key.
+struct Found<'a> {
+    text: &'a str,
+    spans: &'a Spans,
+    out: Vec<Problem>,
+}
+
+impl Found<'_> {
+    /// A problem of `key`, on the line of `key`.
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let at = key.clone();
+        self.add_at(key, &at, message);
+    }
+
+    /// A problem of `key`, on the line of `at` or, when `at` is not written
+    /// in the file (a default), of the nearest table around it.
+    fn add_at(&mut self, key: impl Into<String>, at: &str, message: impl Into<String>) {
+        let mut at = at;
+        let span = loop {
+            if let Some(span) = self.spans.get(at) {
+                break Some(span);
+            }
+            match at.rfind(['.', '[']) {
+                Some(end) => at = &at[..end],
+                None => break None,
+            }
         };
-        if self.rtsp.listen_addr().is_none() {
-            problem(
-                Some(self.rtsp.listen.span()),
-                "rtsp.listen".into(),
-                format!(
-                    "`{}` is not an address:port (e.g. \"127.0.0.1:8554\")",
-                    self.rtsp.listen.get_ref()
-                ),
-            );
-        }
-        if !(1..=MAX_TIMEOUT_SECS).contains(&self.rtsp.session_timeout_secs) {
-            problem(
-                None,
-                "rtsp.session_timeout_secs".into(),
-                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
-            );
-        }
-        if self.rtsp.max_request_bytes.0 < 1024 {
-            problem(
-                None,
-                "rtsp.max_request_bytes".into(),
-                "must be at least 1KiB".into(),
-            );
-        }
-        if self.rtsp.max_headers == 0 || self.rtsp.player_queue_packets == 0 {
-            problem(
-                None,
-                "rtsp".into(),
-                "max_headers and player_queue_packets must be > 0".into(),
-            );
-        }
+        self.out.push(Problem {
+            line: span.map(|s| line_of(self.text, s.start)),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// What reading cannot check: values and how they fit together.
+    /// `text` is the source and `spans` where each key is in it, for lines.
+    pub(super) fn problems(&self, text: &str, spans: &Spans) -> Vec<Problem> {
+        let mut found = Found {
+            text,
+            spans,
+            out: Vec::new(),
+        };
+        self.rtsp.problems(&mut found);
+        self.cache.problems(&mut found);
+        let origin = &self.origin;
         for (key, value) in [
-            ("max_sessions", &self.rtsp.max_sessions),
-            ("max_sessions_per_ip", &self.rtsp.max_sessions_per_ip),
-            ("max_connections", &self.rtsp.max_connections),
+            ("connect_timeout_secs", origin.connect_timeout_secs),
+            ("udp_fallback_secs", origin.udp_fallback_secs),
         ] {
-            if *value.get_ref() == 0 {
-                problem(
-                    Some(value.span()),
-                    format!("rtsp.{key}"),
-                    "must be > 0".into(),
-                );
+            if value == 0 {
+                found.add(format!("origin.{key}"), "must be > 0");
             }
         }
-        if !(1..=MAX_TIMEOUT_SECS).contains(self.rtsp.idle_connection_secs.get_ref()) {
-            problem(
-                Some(self.rtsp.idle_connection_secs.span()),
-                "rtsp.idle_connection_secs".into(),
-                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
-            );
-        }
-        if self.cache.segment_size.0 < 64 * 1024 {
-            problem(
-                None,
-                "cache.segment_size".into(),
-                "must be at least 64KiB".into(),
-            );
-        }
-        if self.cache.segment_size.0 > self.cache.disk_budget.0 {
-            problem(
-                None,
-                "cache.disk_budget".into(),
-                "must be at least one segment_size".into(),
-            );
-        }
-        if self.origin.connect_timeout_secs == 0 || self.origin.udp_fallback_secs == 0 {
-            problem(
-                None,
-                "origin".into(),
-                "connect_timeout_secs and udp_fallback_secs must be > 0".into(),
-            );
-        }
-        if self.origin.linger_secs > MAX_TIMEOUT_SECS {
-            problem(
-                None,
-                "origin.linger_secs".into(),
+        if origin.linger_secs > MAX_TIMEOUT_SECS {
+            found.add(
+                "origin.linger_secs",
                 format!("must be at most {MAX_TIMEOUT_SECS}"),
             );
         }
         let sample_listen = self.sample_origin.listen.get_ref();
         if !sample_listen.is_empty() && self.sample_origin.listen_addr().is_none() {
-            problem(
-                Some(self.sample_origin.listen.span()),
-                "sample_origin.listen".into(),
+            found.add(
+                "sample_origin.listen",
                 format!("`{sample_listen}` is not an address:port (e.g. \"127.0.0.1:8654\"), or \"\" not to run it"),
             );
         }
-        let admin_listen = self.admin.listen.get_ref();
-        if !admin_listen.is_empty() && self.admin.listen_addr().is_none() {
-            problem(
-                Some(self.admin.listen.span()),
-                "admin.listen".into(),
-                format!("`{admin_listen}` is not an address:port (e.g. \"127.0.0.1:8555\"), or \"\" to disable"),
-            );
-        }
-        if self
-            .admin
-            .token
-            .as_ref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            problem(
-                None,
-                "admin.token".into(),
-                "must not be empty (leave the key out for no token)".into(),
-            );
-        } else if self
-            .admin
-            .token
-            .as_ref()
-            .is_some_and(|t| t.trim() != t || !t.chars().all(|c| c.is_ascii_graphic() || c == ' '))
-        {
-            // A client cannot send anything else in an HTTP header: such a
-            // token would lock everyone out. Never echo it.
-            problem(
-                None,
-                "admin.token".into(),
-                "must be printable ASCII, without spaces around it (it is sent as `Authorization: Bearer <token>`)".into(),
-            );
-        }
+        self.admin.problems(&mut found);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problem(
-                None,
-                "log.level".into(),
+            found.add(
+                "log.level",
                 format!("`{}` is not a log filter: {e}", self.log.level),
             );
         }
         for (i, mount) in self.mounts.iter().enumerate() {
+            let key = |k: &str| format!("mount[{i}].{k}");
             let path = mount.path.get_ref();
             if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-                problem(
-                    Some(mount.path.span()),
-                    format!("mount[{i}].path"),
+                found.add(
+                    key("path"),
                     format!("`{path}` must be an absolute URL path such as \"/cams/front\""),
                 );
             }
@@ -154,121 +93,185 @@ impl Config {
                 .iter()
                 .position(|m| trim_slash(m.path.get_ref()) == trim_slash(path))
             {
-                problem(
-                    Some(mount.path.span()),
-                    format!("mount[{i}].path"),
+                found.add(
+                    key("path"),
                     format!("`{path}` is already mounted by mount[{j}]"),
                 );
             }
             if let Err(msg) = check_origin_url(mount.origin.get_ref()) {
-                problem(Some(mount.origin.span()), format!("mount[{i}].origin"), msg);
+                found.add(key("origin"), msg);
             }
             if mount.password.is_some() && mount.username.is_none() {
-                problem(
-                    Some(mount.path.span()),
-                    format!("mount[{i}].password"),
-                    "a password needs a username".into(),
-                );
+                found.add(key("password"), "a password needs a username");
             }
-            for (span, key, message) in mount_auth_problems(mount) {
-                problem(span, format!("mount[{i}].{key}"), message);
-            }
+            mount_auth_problems(mount, &format!("mount[{i}]"), &mut found);
         }
-        out
+        found.out
     }
 }
 
-/// What is wrong with a mount's player authentication keys.
-fn mount_auth_problems(
-    mount: &MountConfig,
-) -> Vec<(Option<std::ops::Range<usize>>, String, String)> {
-    let mut out = Vec::new();
+impl RtspConfig {
+    fn problems(&self, found: &mut Found) {
+        if self.listen_addr().is_none() {
+            found.add(
+                "rtsp.listen",
+                format!(
+                    "`{}` is not an address:port (e.g. \"127.0.0.1:8554\")",
+                    self.listen.get_ref()
+                ),
+            );
+        }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.session_timeout_secs) {
+            found.add(
+                "rtsp.session_timeout_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            );
+        }
+        if self.max_request_bytes.0 < 1024 {
+            found.add("rtsp.max_request_bytes", "must be at least 1KiB");
+        }
+        for (key, value) in [
+            ("max_headers", self.max_headers),
+            ("player_queue_packets", self.player_queue_packets),
+            ("max_sessions", *self.max_sessions.get_ref()),
+            ("max_sessions_per_ip", *self.max_sessions_per_ip.get_ref()),
+            ("max_connections", *self.max_connections.get_ref()),
+        ] {
+            if value == 0 {
+                found.add(format!("rtsp.{key}"), "must be > 0");
+            }
+        }
+        if !(1..=MAX_TIMEOUT_SECS).contains(self.idle_connection_secs.get_ref()) {
+            found.add(
+                "rtsp.idle_connection_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            );
+        }
+    }
+}
+
+impl CacheConfig {
+    fn problems(&self, found: &mut Found) {
+        if self.segment_size.0 < 64 * 1024 {
+            found.add("cache.segment_size", "must be at least 64KiB");
+        }
+        if self.segment_size.0 > self.disk_budget.0 {
+            // On the line of whichever of the two is written.
+            let at = if found.spans.contains_key("cache.disk_budget") {
+                "cache.disk_budget"
+            } else {
+                "cache.segment_size"
+            };
+            found.add_at("cache.disk_budget", at, "must be at least one segment_size");
+        }
+    }
+}
+
+impl AdminConfig {
+    fn problems(&self, found: &mut Found) {
+        let listen = self.listen.get_ref();
+        if !listen.is_empty() && self.listen_addr().is_none() {
+            found.add(
+                "admin.listen",
+                format!("`{listen}` is not an address:port (e.g. \"127.0.0.1:8555\"), or \"\" to disable"),
+            );
+        }
+        let Some(token) = &self.token else { return };
+        if token.trim().is_empty() {
+            found.add(
+                "admin.token",
+                "must not be empty (leave the key out for no token)",
+            );
+        } else if token.trim() != token || !token.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        {
+            // A client cannot send anything else in an HTTP header: such a
+            // token would lock everyone out. Never echo it.
+            found.add(
+                "admin.token",
+                "must be printable ASCII, without spaces around it (it is sent as `Authorization: Bearer <token>`)",
+            );
+        }
+    }
+}
+
+/// What is wrong with a mount's player authentication keys; `at` is the
+/// mount's dotted key (`mount[2]`).
+fn mount_auth_problems(mount: &MountConfig, at: &str, found: &mut Found) {
+    let key = |k: &str| format!("{at}.{k}");
     let bad_text =
         |s: &str| s.is_empty() || s.chars().any(|c| c.is_control() || c == '"' || c == '\\');
-    if let Some(realm) = &mount.realm {
-        if bad_text(realm.get_ref()) {
-            out.push((
-                Some(realm.span()),
-                "realm".into(),
-                "must be non-empty, without quotes, backslashes or control characters".into(),
-            ));
-        }
+    if mount.realm.as_ref().is_some_and(|r| bad_text(r.get_ref())) {
+        found.add(
+            key("realm"),
+            "must be non-empty, without quotes, backslashes or control characters",
+        );
     }
     if let Some(schemes) = &mount.auth_schemes {
         let list = schemes.get_ref();
         if list.is_empty() {
-            out.push((
-                Some(schemes.span()),
-                "auth_schemes".into(),
-                "must name at least one of \"basic\", \"digest\"".into(),
-            ));
+            found.add(
+                key("auth_schemes"),
+                "must name at least one of \"basic\", \"digest\"",
+            );
         }
         for (j, scheme) in list.iter().enumerate() {
             if scheme != "basic" && scheme != "digest" {
-                out.push((
-                    Some(schemes.span()),
-                    "auth_schemes".into(),
+                found.add(
+                    key("auth_schemes"),
                     format!("`{scheme}` is not \"basic\" or \"digest\""),
-                ));
+                );
             } else if list[..j].contains(scheme) {
-                out.push((
-                    Some(schemes.span()),
-                    "auth_schemes".into(),
-                    format!("`{scheme}` is listed twice"),
-                ));
+                found.add(key("auth_schemes"), format!("`{scheme}` is listed twice"));
             }
         }
     }
     if mount.users.is_empty() && (mount.realm.is_some() || mount.auth_schemes.is_some()) {
-        let span = mount
-            .realm
-            .as_ref()
-            .map(|r| r.span())
-            .or_else(|| mount.auth_schemes.as_ref().map(|s| s.span()));
-        out.push((
-            span,
-            "user".into(),
-            "realm/auth_schemes are set but no [[mount.user]] is: the mount would be open to anyone".into(),
-        ));
+        // On the line of the key that asks for authentication.
+        let asking = if mount.realm.is_some() {
+            "realm"
+        } else {
+            "auth_schemes"
+        };
+        found.add_at(
+            key("user"),
+            &key(asking),
+            "realm/auth_schemes are set but no [[mount.user]] is: the mount would be open to anyone",
+        );
     }
     for (j, user) in mount.users.iter().enumerate() {
+        let user_key = |k: &str| key(&format!("user[{j}]{k}"));
         let name = user.name.get_ref();
         if bad_text(name) || name.contains(':') {
-            out.push((
-                Some(user.name.span()),
-                format!("user[{j}].name"),
-                "must be non-empty, without `:`, quotes, backslashes or control characters".into(),
-            ));
+            found.add(
+                user_key(".name"),
+                "must be non-empty, without `:`, quotes, backslashes or control characters",
+            );
         }
         if mount.users[..j].iter().any(|u| u.name.get_ref() == name) {
-            out.push((
-                Some(user.name.span()),
-                format!("user[{j}].name"),
-                format!("user `{name}` is listed twice"),
-            ));
+            found.add(user_key(".name"), format!("user `{name}` is listed twice"));
         }
-        if user.md5.is_none() && user.sha256.is_none() {
-            out.push((
-                Some(user.name.span()),
-                format!("user[{j}]"),
-                "needs md5 and/or sha256 (the output of `streamcache hash-password`)".into(),
-            ));
+        // A digest written but unreadable is reported as such already.
+        let written = |k: &str| found.spans.contains_key(&user_key(k));
+        if user.md5.is_none() && user.sha256.is_none() && !written(".md5") && !written(".sha256") {
+            found.add_at(
+                user_key(""),
+                &user_key(".name"),
+                "needs md5 and/or sha256 (the output of `streamcache hash-password`)",
+            );
         }
-        for (key, secret, digits) in [("md5", &user.md5, 32), ("sha256", &user.sha256, 64)] {
+        for (k, secret, digits) in [("md5", &user.md5, 32), ("sha256", &user.sha256, 64)] {
             if let Some(secret) = secret {
                 let text = secret.get_ref();
                 if text.len() != digits || !text.chars().all(|c| c.is_ascii_hexdigit()) {
                     // Never echo the value: it may be a pasted password.
-                    out.push((
-                        Some(secret.span()),
-                        format!("user[{j}].{key}"),
+                    found.add(
+                        user_key(&format!(".{k}")),
                         format!("must be {digits} hex digits, H(user:realm:password) as printed by `streamcache hash-password`"),
-                    ));
+                    );
                 }
             }
         }
     }
-    out
 }
 
 fn check_origin_url(text: &str) -> Result<(), String> {

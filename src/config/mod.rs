@@ -1,13 +1,16 @@
 //! The daemon's configuration: a TOML file (`etc/streamcache.toml` is the
 //! commented default).
 //!
-//! Loading is two steps: serde parses the text (syntax errors and unknown keys
-//! come back from `toml` with their line), then [`Config::problems`] checks what
-//! serde cannot (URLs, mount prefixes, ranges). Both kinds of problem are
-//! reported as [`Problem`]s naming the key and the line, which is what
+//! Loading is three steps, so that one run finds every problem of a file: the
+//! text is parsed as TOML (a syntax error stops there: the parser cannot go
+//! on), the document is read key by key against the schema (`read.rs`:
+//! unknown keys, wrong types, unknown size units or variants), then
+//! [`Config::problems`] checks the values (URLs, mount prefixes, ranges).
+//! Every problem is a [`Problem`] naming the key and the line, which is what
 //! `streamcache check-config` prints.
 
 mod check;
+mod read;
 mod secrets;
 mod size;
 #[cfg(test)]
@@ -63,27 +66,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A configuration; every key left out has its default.
+#[derive(Debug, Clone, Default)]
 pub struct Config {
-    #[serde(default)]
     pub rtsp: RtspConfig,
-    #[serde(default)]
     pub cache: CacheConfig,
-    #[serde(default)]
     pub origin: OriginConfig,
-    #[serde(default)]
     pub admin: AdminConfig,
-    #[serde(default)]
     pub log: LogConfig,
-    #[serde(default)]
+    /// `[sample_origin]`
     pub sample_origin: SampleOriginConfig,
-    #[serde(default, rename = "mount")]
+    /// `[[mount]]`
     pub mounts: Vec<MountConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct RtspConfig {
     pub listen: Spanned<String>,
     pub session_timeout_secs: u64,
@@ -132,8 +129,7 @@ impl RtspConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub dir: PathBuf,
     pub disk_budget: ByteSize,
@@ -156,8 +152,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct OriginConfig {
     pub connect_timeout_secs: u64,
     pub udp_fallback_secs: u64,
@@ -177,8 +172,7 @@ impl Default for OriginConfig {
 }
 
 /// The admin HTTP API (health, metrics, presentations, sessions, reload).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone)]
 pub struct AdminConfig {
     /// Address of the admin HTTP server; an empty string disables it.
     pub listen: Spanned<String>,
@@ -218,8 +212,7 @@ impl AdminConfig {
 /// run inside the daemon: an RTSP origin serving the embedded sample clip
 /// at `/vod` (on demand) and `/live`, so that a first run has something to
 /// play and to cache.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct SampleOriginConfig {
     /// Its RTSP address (keep it on loopback); an empty string (the
     /// default) does not run it.
@@ -243,8 +236,7 @@ impl SampleOriginConfig {
 }
 
 /// Logging. `RUST_LOG`, when set, overrides `level`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, `streamcache=debug,info`…
     pub level: String,
@@ -269,24 +261,18 @@ pub enum MountTransport {
     Tcp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct MountConfig {
     pub path: Spanned<String>,
     pub origin: Spanned<String>,
-    #[serde(default)]
     pub transport: MountTransport,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
     /// Players must authenticate when the mount has users (see `[[mount.user]]`).
-    #[serde(default)]
     pub realm: Option<Spanned<String>>,
     /// `["digest"]` (the default) or `["basic", "digest"]`, `["basic"]`.
-    #[serde(default)]
     pub auth_schemes: Option<Spanned<Vec<String>>>,
-    #[serde(default, rename = "user")]
+    /// `[[mount.user]]`
     pub users: Vec<MountUserConfig>,
 }
 
@@ -311,13 +297,10 @@ impl MountConfig {
 /// A player allowed on a mount, stored as HA1 = H(name:realm:password) per
 /// algorithm (`streamcache hash-password` prints these lines), never as a
 /// password.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct MountUserConfig {
     pub name: Spanned<String>,
-    #[serde(default)]
     pub md5: Option<Spanned<String>>,
-    #[serde(default)]
     pub sha256: Option<Spanned<String>>,
 }
 
@@ -364,9 +347,11 @@ impl Config {
         Ok((config, text))
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text: the configuration, or
+    /// every problem found, in the order of the file.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        // The parser stops at a syntax error: it is the only problem reported.
+        let document = toml_edit::ImDocument::parse(text).map_err(|e| {
             let message = e.message().trim();
             vec![Problem {
                 line: e.span().map(|s| line_of(text, s.start)),
@@ -379,9 +364,19 @@ impl Config {
                 },
             }]
         })?;
-        let problems = config.problems(text);
+        let reading = read::read(text, document.as_table());
+        let checked: Vec<Problem> = reading
+            .config
+            .problems(text, &reading.spans)
+            .into_iter()
+            .filter(|p| !reading.already_reported(&p.key))
+            .collect();
+        let mut problems = reading.problems;
+        problems.extend(checked);
+        // Stable: problems of one line keep the order they were found in.
+        problems.sort_by_key(|p| p.line);
         if problems.is_empty() {
-            Ok(config)
+            Ok(reading.config)
         } else {
             Err(problems)
         }

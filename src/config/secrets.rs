@@ -5,6 +5,11 @@
 /// journal and the admin API's reload answer.
 const SECRET_KEYS: [&str; 4] = ["password", "token", "md5", "sha256"];
 
+/// Whether the value of `key` (the last part of a dotted key) is a secret.
+pub(super) fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
 /// The line of `text` that holds byte `offset`.
 pub(super) fn line_at(text: &str, offset: usize) -> &str {
     let offset = offset.min(text.len());

@@ -73,8 +73,6 @@ mod udp;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
-mod peer_tests;
-#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -138,8 +138,11 @@ impl Proxy {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            // Plain text for assertions (tracing-subscriber colours even a pipe).
-            .env("NO_COLOR", "1")
+            // Nothing that turns colour off but the pipe itself: the daemon
+            // must not colour what is not a terminal (proxy_config.rs checks).
+            .env_remove("NO_COLOR")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
