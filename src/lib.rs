@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod freshness;
 pub mod hash_password;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod mounts;
 pub mod notify;

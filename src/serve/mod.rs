@@ -156,9 +156,7 @@ impl Server {
     }
 }
 
-/// Binds the RTSP listener.
+/// Binds the RTSP listener (with a backlog for bursts of players).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for RTSP on {addr}"))
+    crate::listener::bind(addr).with_context(|| format!("cannot listen for RTSP on {addr}"))
 }
