@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod descriptors;
 pub mod freshness;
 pub mod hash_password;
 pub mod hub;
