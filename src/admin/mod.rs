@@ -1,8 +1,8 @@
 //! The admin HTTP API (hyper), for the operator and the monitoring system.
 //!
 //! - [`routes`]: which endpoint a request names, the token check, JSON
-//!   errors; the endpoints themselves in [`presentations`] (list, purge) and
-//!   [`sessions`]; reload is [`crate::reload`];
+//!   errors, the index at `/`; the endpoints themselves in [`presentations`]
+//!   (list, purge), [`sessions`] and [`mounts`]; reload is [`crate::reload`];
 //! - [`client`]: the few lines of HTTP the CLI needs to ask a running daemon
 //!   (`streamcache cache purge` while the daemon holds the store);
 //! - this module: the listener, connection limits and timeouts.
@@ -11,6 +11,7 @@
 //! configured every request, `/healthz` included, must carry it.
 
 pub mod client;
+mod mounts;
 mod presentations;
 mod routes;
 mod sessions;

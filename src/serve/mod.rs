@@ -15,6 +15,7 @@ pub mod limits;
 mod methods;
 mod player_auth;
 mod refusals;
+mod seen;
 mod session;
 
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ pub struct Server {
     nonces: NonceClock,
     /// Refusals in the log, at most one line per client and reason per interval.
     refusals: Refusals,
+    /// Presentations served under each mount, for the admin API.
+    pub seen: seen::Seen,
 }
 
 impl Server {
@@ -80,6 +83,7 @@ impl Server {
             refusing: ConnectionCount::default(),
             nonces: NonceClock::new(),
             refusals: Refusals::new(),
+            seen: seen::Seen::default(),
         })
     }
 
