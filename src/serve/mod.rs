@@ -110,7 +110,7 @@ impl Server {
         });
         let flusher = Arc::clone(&self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(refusals::INTERVAL);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 flusher.refusals.flush();

@@ -197,7 +197,8 @@ impl Refusals {
             .note(ip, reason, Instant::now())
     }
 
-    /// Logs the counts of refusals not logged yet. Run every [`INTERVAL`].
+    /// Logs the counts of refusals not logged yet whose interval passed.
+    /// Run every second, so that a count is told soon after its interval.
     pub fn flush(&self) {
         let flushed = self
             .0
