@@ -173,7 +173,8 @@ fn a_connection_flood_stays_within_the_descriptor_budget() {
     let refused = wait_for(Duration::from_secs(15), || {
         let mut conn = RtspConn::connect(proxy.port());
         conn.set_read_timeout(Duration::from_secs(3));
-        conn.send_raw(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n").ok()?;
+        conn.send_raw(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+            .ok()?;
         let answer = conn.read_response().ok()?;
         (answer.status() == 503).then_some(answer)
     })
@@ -190,7 +191,8 @@ fn a_connection_flood_stays_within_the_descriptor_budget() {
     let served = wait_for(Duration::from_secs(10), || {
         let mut conn = RtspConn::connect(proxy.port());
         conn.set_read_timeout(Duration::from_secs(3));
-        conn.send_raw(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n").ok()?;
+        conn.send_raw(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+            .ok()?;
         (conn.read_response().ok()?.status() == 200).then_some(())
     });
     assert!(served.is_some(), "{}", proxy.logs());
