@@ -19,7 +19,7 @@ use crate::hub::HubSettings;
 use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
 use crate::sample::SampleOrigin;
-use crate::{admin, notify, reload, serve};
+use crate::{admin, descriptors, notify, reload, serve};
 
 /// Opens the configured store. The daemon opens it for writing (and holds
 /// its lock); the `cache` inspection commands open it read-only, which is
@@ -99,6 +99,9 @@ async fn run_server(
         Duration::from_secs(config.cache.default_fresh_secs),
         Arc::clone(&metrics),
     );
+    // Before binding anything: the limits in force must fit in the
+    // descriptors the process may open.
+    let player_limits = descriptors::apply(serve::limits::PlayerLimits::from_config(&config.rtsp))?;
     // The built-in sample origin starts before the proxy, so that its
     // mounts work from the first request.
     if let Some(addr) = config.sample_origin.listen_addr() {
@@ -130,7 +133,7 @@ async fn run_server(
         limits,
         config.rtsp.session_timeout(),
         local,
-        serve::limits::PlayerLimits::from_config(&config.rtsp),
+        player_limits,
     );
     // Reload by SIGHUP (`systemctl reload`) or through the admin API.
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());

@@ -1,8 +1,8 @@
 //! The admin HTTP API (hyper), for the operator and the monitoring system.
 //!
 //! - [`routes`]: which endpoint a request names, the token check, JSON
-//!   errors; the endpoints themselves in [`presentations`] (list, purge) and
-//!   [`sessions`]; reload is [`crate::reload`];
+//!   errors, the index at `/`; the endpoints themselves in [`presentations`]
+//!   (list, purge), [`sessions`] and [`mounts`]; reload is [`crate::reload`];
 //! - [`client`]: the few lines of HTTP the CLI needs to ask a running daemon
 //!   (`streamcache cache purge` while the daemon holds the store);
 //! - this module: the listener, connection limits and timeouts.
@@ -11,13 +11,15 @@
 //! configured every request, `/healthz` included, must carry it.
 
 pub mod client;
+mod mounts;
 mod presentations;
 mod routes;
 mod sessions;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -38,18 +40,23 @@ pub use routes::Admin;
 
 /// Concurrent admin connections; beyond this new ones wait in the backlog.
 /// The API is for a handful of operators and scrapers, not for the public.
-const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_CONNECTIONS: usize = 64;
+/// Concurrent connections from one address; beyond, a new one is closed at
+/// once. A client holding connections open without sending anything (before
+/// the token is even checked) can then take only this many slots, and
+/// cannot keep the operator's own requests waiting.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+/// A client must send its request headers within this time: curl and
+/// scrapers send theirs at once, and a slow client's slot is freed soon.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection (keep-alive included) is closed after this long…
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// …once the exchange in progress, if any, has ended within this one.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Binds the admin listener.
+/// Binds the admin listener (with a backlog for bursts).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+    crate::listener::bind(addr)
         .with_context(|| format!("cannot listen for the admin API on {addr}"))
 }
 
@@ -62,6 +69,7 @@ pub async fn run(
 ) {
     let admin = Arc::new(Admin::new(server, token, reloader));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
@@ -73,6 +81,11 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(address_slot) = per_address.try_take(peer.ip(), MAX_CONNECTIONS_PER_ADDRESS)
+        else {
+            debug!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "admin connection closed: too many from this address");
+            continue;
         };
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
@@ -103,9 +116,73 @@ pub async fn run(
                 Err(_) => debug!(%peer, "admin connection timed out"),
             }
             drop(permit);
+            drop(address_slot);
         });
+    }
+}
+
+/// Open admin connections per client address (only addresses with one open
+/// are kept, so the map is bounded by [`MAX_CONNECTIONS`]).
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot {
+    map: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut map = self.lock();
+        let open = map.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            map: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        if let Some(open) = map.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 
 /// A response body.
 pub type Body = Full<Bytes>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn connections_per_address_are_bounded_and_given_back() {
+        let map = Arc::new(PerAddress::default());
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let first = map.try_take(a, 2).expect("first");
+        let second = map.try_take(a, 2).expect("second");
+        assert!(map.try_take(a, 2).is_none());
+        assert!(map.try_take(b, 2).is_some());
+        drop(first);
+        assert!(map.try_take(a, 2).is_some());
+        drop(second);
+        assert!(map.lock().is_empty(), "every slot was given back");
+    }
+}

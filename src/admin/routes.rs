@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use streamcache_rtsp::auth::ct_eq;
 
+use super::mounts;
 use super::presentations::{self, Selector};
 use super::{sessions, Body};
 use crate::reload::Reloader;
@@ -69,6 +70,7 @@ impl Admin {
             return response;
         }
         match route {
+            Route::Index => index(),
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Metrics => {
                 let mut response =
@@ -104,6 +106,7 @@ impl Admin {
                 Err(message) => error(StatusCode::BAD_REQUEST, &message),
             },
             Route::Sessions => sessions::list(&self.server),
+            Route::Mounts => mounts::list(&self.server),
             Route::Reload => self.reload(),
         }
     }
@@ -159,12 +162,14 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// An endpoint, parsed from the request path.
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
+    Index,
     Healthz,
     Metrics,
     Presentations,
     /// One presentation, by the id `GET /api/v1/presentations` lists.
     Presentation(&'a str),
     Sessions,
+    Mounts,
     Reload,
 }
 
@@ -175,10 +180,12 @@ impl<'a> Route<'a> {
             _ => path,
         };
         Some(match path {
+            "/" => Route::Index,
             "/healthz" => Route::Healthz,
             "/metrics" => Route::Metrics,
             "/api/v1/presentations" => Route::Presentations,
             "/api/v1/sessions" => Route::Sessions,
+            "/api/v1/mounts" => Route::Mounts,
             "/api/v1/reload" => Route::Reload,
             _ => {
                 let id = path.strip_prefix("/api/v1/presentations/")?;
@@ -195,7 +202,9 @@ impl<'a> Route<'a> {
     /// GET is (hyper leaves the body out).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Metrics | Route::Sessions => "GET, HEAD",
+            Route::Index | Route::Healthz | Route::Metrics | Route::Sessions | Route::Mounts => {
+                "GET, HEAD"
+            }
             Route::Presentations => "GET, HEAD, DELETE",
             Route::Presentation(_) => "DELETE",
             Route::Reload => "POST",
@@ -207,6 +216,50 @@ impl<'a> Route<'a> {
             .split(", ")
             .any(|allowed| allowed == method.as_str())
     }
+}
+
+/// What `GET /` lists: method, path, one line each.
+const ENDPOINTS: &[(&str, &str, &str)] = &[
+    ("GET", "/", "this list"),
+    ("GET", "/healthz", "liveness: {\"status\": \"ok\"}"),
+    (
+        "GET",
+        "/metrics",
+        "Prometheus/OpenMetrics counters and gauges",
+    ),
+    (
+        "GET",
+        "/api/v1/mounts",
+        "the mounts in force: path, origin, transport, auth, presentations seen",
+    ),
+    ("GET", "/api/v1/sessions", "player sessions now"),
+    (
+        "GET",
+        "/api/v1/presentations",
+        "stored presentations, with viewers",
+    ),
+    (
+        "DELETE",
+        "/api/v1/presentations/{id}",
+        "purge a stored presentation (?force=true while played)",
+    ),
+    (
+        "DELETE",
+        "/api/v1/presentations?key=KEY",
+        "purge by key (the origin URL)",
+    ),
+    ("POST", "/api/v1/reload", "re-read the configuration file"),
+];
+
+/// `GET /`: the endpoints, so that the API can be found from its root.
+fn index() -> Response<Body> {
+    let endpoints: Vec<_> = ENDPOINTS
+        .iter()
+        .map(|(method, path, description)| {
+            json!({"method": method, "path": path, "description": description})
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "endpoints": endpoints }))
 }
 
 /// A purge's query: `force=true` (absent means false) and, on
@@ -266,7 +319,8 @@ mod tests {
         assert_eq!(Route::parse("/api/v1/presentations/a/b"), None);
         assert_eq!(Route::parse("/api/v1/presentations/%2e%2e"), None);
         assert_eq!(Route::parse("/api/v2/sessions"), None);
-        assert_eq!(Route::parse("/"), None);
+        assert_eq!(Route::parse("/"), Some(Route::Index));
+        assert_eq!(Route::parse("/api/v1/mounts"), Some(Route::Mounts));
         assert!(Route::Reload.allows(&Method::POST));
         assert!(!Route::Reload.allows(&Method::GET));
         assert!(Route::Presentation("x").allows(&Method::DELETE));
@@ -274,6 +328,17 @@ mod tests {
         assert!(Route::Metrics.allows(&Method::HEAD));
         assert!(!Route::Reload.allows(&Method::HEAD));
         assert!(!Route::Presentation("x").allows(&Method::HEAD));
+    }
+
+    #[test]
+    fn the_index_lists_every_route() {
+        for (method, path, _) in ENDPOINTS {
+            let path = path.split('?').next().unwrap_or_default();
+            let path = path.replace("{id}", "0a1b");
+            let route = Route::parse(&path).unwrap_or_else(|| panic!("{path}"));
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            assert!(route.allows(&method), "{method} {path}");
+        }
     }
 
     #[test]

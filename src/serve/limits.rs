@@ -1,10 +1,11 @@
 //! Bounds on what players may take: sessions in all and per IP address,
 //! open connections, and connections left idle.
 //!
-//! Each refusal is a clear RTSP status and one log line; everyone else keeps
-//! being served. Session counts are checked when a SETUP would create a
-//! session (two SETUPs racing may both pass: the bound is approximate by the
-//! number of requests in flight, which is what matters for capacity).
+//! Each refusal is a clear RTSP status and a log line (rate-limited per
+//! address, see [`super::refusals`]); everyone else keeps being served.
+//! Session counts are checked when a SETUP would create a session (two
+//! SETUPs racing may both pass: the bound is approximate by the number of
+//! requests in flight, which is what matters for capacity).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::info;
 
+use super::refusals::{Refusal, Refusals};
 use super::session::Sessions;
 use crate::config::RtspConfig;
 
@@ -49,17 +51,29 @@ impl PlayerLimits {
 
     /// Whether one more session may start for `peer`: the refusal's status
     /// otherwise (503 with Retry-After for the total, 453 per address).
-    pub fn admit_session(&self, sessions: &Sessions, peer: SocketAddr) -> Result<(), u16> {
+    /// Refusals are logged through `refusals` (rate-limited).
+    pub fn admit_session(
+        &self,
+        sessions: &Sessions,
+        refusals: &Refusals,
+        peer: SocketAddr,
+    ) -> Result<(), u16> {
         let (total, from_ip) = sessions.count(peer.ip());
-        if total >= self.max_sessions {
-            info!(player = %peer, sessions = total, limit = self.max_sessions, "session refused: 503, the server is at max_sessions");
-            return Err(503);
+        let (refusal, count, limit) = if total >= self.max_sessions {
+            (Refusal::Sessions, total, self.max_sessions)
+        } else if from_ip >= self.max_sessions_per_ip {
+            (
+                Refusal::SessionsPerAddress,
+                from_ip,
+                self.max_sessions_per_ip,
+            )
+        } else {
+            return Ok(());
+        };
+        if let Some(repeated) = refusals.note(peer.ip(), refusal) {
+            info!(player = %peer, sessions = count, limit, repeated, "{}", refusal.message());
         }
-        if from_ip >= self.max_sessions_per_ip {
-            info!(player = %peer, sessions = from_ip, limit = self.max_sessions_per_ip, "session refused: 453, this address is at max_sessions_per_ip");
-            return Err(453);
-        }
-        Ok(())
+        Err(refusal.status())
     }
 }
 
@@ -94,13 +108,7 @@ impl ConnectionCount {
 /// Answers a connection over `max_connections`: waits briefly for its first
 /// request (to echo its CSeq, so the player can match the answer), sends
 /// 503 with Retry-After and closes.
-pub async fn refuse_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    open: usize,
-    _slot: ConnectionSlot,
-) {
-    info!(player = %peer, connections = open, "connection refused: 503, the server is at max_connections");
+pub async fn refuse_connection(mut stream: TcpStream, _slot: ConnectionSlot) {
     let mut buf = BytesMut::with_capacity(1024);
     let _ = tokio::time::timeout(REFUSAL_READ, async {
         while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {

@@ -14,6 +14,8 @@ mod delivery;
 pub mod limits;
 mod methods;
 mod player_auth;
+mod refusals;
+mod seen;
 mod session;
 
 use std::net::SocketAddr;
@@ -24,13 +26,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use streamcache_rtsp::framing::Limits;
 use tokio::net::TcpListener;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::mounts::Mounts;
 use limits::{ConnectionCount, PlayerLimits};
 use player_auth::NonceClock;
+use refusals::{Refusal, Refusals};
 use session::Sessions;
 
 /// What every connection task shares.
@@ -51,6 +54,10 @@ pub struct Server {
     refusing: ConnectionCount,
     /// Signs the Digest nonces of mounts with users.
     nonces: NonceClock,
+    /// Refusals in the log, at most one line per client and reason per interval.
+    refusals: Refusals,
+    /// Presentations served under each mount, for the admin API.
+    pub seen: seen::Seen,
 }
 
 impl Server {
@@ -75,6 +82,8 @@ impl Server {
             connections: ConnectionCount::default(),
             refusing: ConnectionCount::default(),
             nonces: NonceClock::new(),
+            refusals: Refusals::new(),
+            seen: seen::Seen::default(),
         })
     }
 
@@ -99,6 +108,14 @@ impl Server {
                 reaper.reap();
             }
         });
+        let flusher = Arc::clone(&self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                flusher.refusals.flush();
+            }
+        });
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -117,10 +134,18 @@ impl Server {
                 let open = self.connections.open();
                 match self.refusing.try_take(limits::MAX_REFUSING) {
                     Some(refusing) => {
-                        tokio::spawn(limits::refuse_connection(stream, peer, open, refusing));
+                        if let Some(repeated) = self.refusals.note(peer.ip(), Refusal::Connections)
+                        {
+                            info!(player = %peer, connections = open, repeated, "{}", Refusal::Connections.message());
+                        }
+                        tokio::spawn(limits::refuse_connection(stream, refusing));
                     }
                     None => {
-                        warn!(player = %peer, connections = open, "connection dropped: at max_connections and already refusing {} others", limits::MAX_REFUSING);
+                        if let Some(repeated) =
+                            self.refusals.note(peer.ip(), Refusal::ConnectionDropped)
+                        {
+                            info!(player = %peer, connections = open, refusing = limits::MAX_REFUSING, repeated, "{}", Refusal::ConnectionDropped.message());
+                        }
                     }
                 }
                 continue;
@@ -135,9 +160,7 @@ impl Server {
     }
 }
 
-/// Binds the RTSP listener.
+/// Binds the RTSP listener (with a backlog for bursts of players).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for RTSP on {addr}"))
+    crate::listener::bind(addr).with_context(|| format!("cannot listen for RTSP on {addr}"))
 }

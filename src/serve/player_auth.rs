@@ -12,6 +12,7 @@ use streamcache_rtsp::auth::{AuthRequest, Denied, NonceKey, ServerAuth, Verdict}
 use tracing::{debug, info};
 
 use super::connection::Conn;
+use super::refusals::Refusal;
 use super::session::PlayerSession;
 use super::Server;
 
@@ -110,7 +111,11 @@ fn check_one(
                     debug!(player = %conn.peer, method, realm = guard.realm(), %why, "authentication required: 401")
                 }
                 _ => {
-                    info!(player = %conn.peer, method, realm = guard.realm(), user = ?claimed, %why, "player authentication failed: 401")
+                    if let Some(repeated) =
+                        server.refusals.note(conn.peer.ip(), Refusal::AuthFailed)
+                    {
+                        info!(player = %conn.peer, method, realm = guard.realm(), user = ?claimed, %why, repeated, "{}", Refusal::AuthFailed.message());
+                    }
                 }
             }
             Err(challenges)

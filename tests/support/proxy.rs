@@ -123,12 +123,27 @@ impl Proxy {
     /// listener is bound then, and READY names their addresses. (Not by
     /// connecting: a probe connection would count against max_connections.)
     pub fn start(config_toml: &str) -> Proxy {
+        Proxy::start_under(config_toml, &[])
+    }
+
+    /// As [`Proxy::start`], the daemon run by the command `wrapper` (e.g.
+    /// `["prlimit", "--nofile=512:512", "--"]`, which execs it).
+    pub fn start_under(config_toml: &str, wrapper: &[&str]) -> Proxy {
         let dir = temp_dir();
         let config = dir.path().join("streamcache.toml");
         std::fs::write(&config, config_toml).unwrap();
         let ready_file = dir.path().join("ready.json");
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamcache"))
+        let binary = env!("CARGO_BIN_EXE_streamcache");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)

@@ -36,9 +36,11 @@ use std::sync::Arc;
 use rtsp_types::headers::{self, HeaderName};
 use rtsp_types::{Method, Request, Response, StatusCode, Url, Version};
 use tokio::sync::mpsc;
+use tracing::info;
 
 use super::connection::Conn;
 use super::delivery;
+use super::refusals::Refusal;
 use super::session::PlayerSession;
 use super::Server;
 use crate::hub::Subscription;
@@ -87,10 +89,14 @@ pub async fn handle(
     conn: &mut Conn,
     request: &Request<Vec<u8>>,
 ) -> (Response<Vec<u8>>, Option<After>) {
+    // CSeq is a number (RFC 2326 §12.17). One that is not is refused with
+    // 400 and not echoed, as the codec does for requests it cannot frame: a
+    // player cannot match an answer to garbage anyway, and we reflect no
+    // bytes we did not understand.
     let cseq = request
         .header(&headers::CSEQ)
-        .map(|v| v.as_str().to_owned());
-    let (reply, after) = match &cseq {
+        .and_then(|v| v.as_str().trim().parse::<u32>().ok());
+    let (reply, after) = match cseq {
         None => (
             Reply::status(400).header(headers::CONNECTION, "close"),
             None,
@@ -100,7 +106,7 @@ pub async fn handle(
     let mut builder =
         Response::builder(Version::V1_0, reply.status).header(headers::SERVER, SERVER);
     if let Some(cseq) = cseq {
-        builder = builder.header(headers::CSEQ, cseq);
+        builder = builder.header(headers::CSEQ, cseq.to_string());
     }
     let mut challenges = Vec::new();
     for (name, value) in reply.headers {
@@ -139,14 +145,27 @@ async fn dispatch(
     let session = match request.header(&headers::SESSION) {
         Some(value) => {
             let id = value.as_str().split(';').next().unwrap_or_default().trim();
+            // Only the player that set a session up may drive it: another
+            // address presenting its id is told the session does not exist
+            // (454, RFC 2326 §11.3.5), which reveals nothing about it.
             match server.sessions.get(id) {
-                Some(session) => Some(session),
+                Some(session) if session.peer.ip() == conn.peer.ip() => Some(session),
+                Some(_) => return (foreign_session(server, conn, request), None),
                 None => return (Reply::status(454), None),
             }
         }
         None => None,
     };
     let user = match super::player_auth::check(server, conn, request, session.as_ref()) {
+        // On a protected mount, the same address is not enough: the user
+        // who set the session up must be the one driving it.
+        Ok(user)
+            if session
+                .as_ref()
+                .is_some_and(|s| s.user.is_some() && s.user != user) =>
+        {
+            return (foreign_session(server, conn, request), None);
+        }
         Ok(user) => {
             // Only a request the player may make keeps the session alive:
             // a user removed by a reload cannot hold it open with refused
@@ -164,7 +183,7 @@ async fn dispatch(
             return (reply, None);
         }
     };
-    match request.method() {
+    let (reply, after) = match request.method() {
         Method::Options => (Reply::ok().header(headers::PUBLIC, PUBLIC), None),
         Method::Describe => (describe::describe(server, request).await, None),
         Method::Setup => (
@@ -181,7 +200,40 @@ async fn dispatch(
             (Reply::status(405).header(headers::ALLOW, PUBLIC), None)
         }
         Method::Extension(_) => (Reply::status(501).header(headers::PUBLIC, PUBLIC), None),
+    };
+    if reply.status == StatusCode::NotFound {
+        log_unmounted(server, conn, request);
     }
+    (reply, after)
+}
+
+/// Logs a 404 whose path is under no mount (rate-limited per address): a
+/// typo in a player's URL must be diagnosable from the log. Other 404s (a
+/// track the title lacks, the origin's own 404) are not refusals of ours.
+fn log_unmounted(server: &Server, conn: &Conn, request: &Request<Vec<u8>>) {
+    let Some(url) = request.request_uri() else {
+        return;
+    };
+    if server.mounts().resolve(url.path()).is_some() {
+        return;
+    }
+    if let Some(repeated) = server.refusals.note(conn.peer.ip(), Refusal::NoMount) {
+        let method: &str = request.method().into();
+        // The path as resolved: `..` segments are already folded away.
+        info!(player = %conn.peer, method, path = url.path(), repeated, "{}", Refusal::NoMount.message());
+    }
+}
+
+/// 454 for a session id presented by a player other than its own.
+fn foreign_session(server: &Server, conn: &Conn, request: &Request<Vec<u8>>) -> Reply {
+    if let Some(repeated) = server
+        .refusals
+        .note(conn.peer.ip(), Refusal::ForeignSession)
+    {
+        let method: &str = request.method().into();
+        info!(player = %conn.peer, method, repeated, "{}", Refusal::ForeignSession.message());
+    }
+    Reply::status(454)
 }
 
 /// The request URL resolved through the mounts, or the error reply.

@@ -32,9 +32,10 @@ pub(super) async fn setup(
         Err(reply) => return reply,
     };
     if session.is_none() {
-        if let Err(status) = server
-            .player_limits
-            .admit_session(&server.sessions, conn.peer)
+        if let Err(status) =
+            server
+                .player_limits
+                .admit_session(&server.sessions, &server.refusals, conn.peer)
         {
             let reply = Reply::status(status);
             return if status == 503 {

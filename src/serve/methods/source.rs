@@ -56,7 +56,10 @@ pub(super) async fn source_for(
         None
     } else {
         match server.catalog.lookup(resolved, cc.only_if_cached).await {
-            Lookup::Hit(title) => return Ok(Source::Cache(title)),
+            Lookup::Hit(title) => {
+                server.seen.note(&resolved.mount, &resolved.key, false);
+                return Ok(Source::Cache(title));
+            }
             Lookup::Unavailable => return Err(Reply::status(504)),
             Lookup::Miss(described) => described,
         }
@@ -67,7 +70,12 @@ pub(super) async fn source_for(
     // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
     let claim = request.method() == Method::Setup;
     match server.catalog.hub(resolved, described, claim).await {
-        Ok(hub) => Ok(Source::Hub(hub)),
+        Ok(hub) => {
+            server
+                .seen
+                .note(&resolved.mount, &resolved.key, hub.is_live());
+            Ok(Source::Hub(hub))
+        }
         Err(e) => {
             warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
             Err(Reply::status(e.rtsp_status()))

@@ -1,0 +1,64 @@
+//! TCP listeners with a backlog for bursts.
+//!
+//! The standard library and tokio listen with a backlog of 128: a burst of
+//! players connecting at once (a wall of cameras coming back, a load test)
+//! overflows it and the kernel drops the excess SYNs, which clients only
+//! retry after a second or more. We ask for [`BACKLOG`], bounded by what the
+//! kernel grants anyway (`net.core.somaxconn`).
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Connections waiting to be accepted.
+pub const BACKLOG: u32 = 1024;
+
+/// Binds `addr` and listens with [`BACKLOG`] (at most `somaxconn`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std's `TcpListener::bind` does: a restarted daemon can bind its
+    // port while the previous one's connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog(somaxconn()))
+}
+
+/// The backlog to ask for, given the kernel's `somaxconn` if known.
+fn backlog(somaxconn: Option<u32>) -> u32 {
+    somaxconn.map_or(BACKLOG, |max| BACKLOG.min(max.max(1)))
+}
+
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_is_bounded_by_somaxconn() {
+        assert_eq!(backlog(None), BACKLOG);
+        assert_eq!(backlog(Some(4096)), BACKLOG);
+        assert_eq!(backlog(Some(128)), 128);
+        assert_eq!(backlog(Some(0)), 1);
+    }
+
+    #[tokio::test]
+    async fn binds_and_accepts() {
+        let listener = bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (connected, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        connected.expect("connect");
+        accepted.expect("accept");
+    }
+}
