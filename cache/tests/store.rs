@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use streamcache_cache::{CacheError, Cursor, Npt, NptSpan, PresentationState, Store, StoreConfig};
+use streamcache_cache::{
+    CacheError, Cursor, Metadata, Npt, NptRange, NptSpan, PresentationState, Store, StoreConfig,
+};
 
 const BIG: u64 = 1 << 30;
 
@@ -21,7 +23,15 @@ fn write(
     t0_ns: u64,
     state: PresentationState,
 ) -> Vec<Rec> {
-    let mut writer = store.open_writer(key, meta(key)).unwrap();
+    // A title recorded complete is one whose range the records cover (open
+    // checks it).
+    let range = (state == PresentationState::Complete).then(|| NptRange {
+        start: Npt::from_ns(t0_ns),
+        end: Some(Npt::from_ns(t0_ns + n.saturating_sub(1) * FRAME_NS)),
+    });
+    let mut writer = store
+        .open_writer(key, Metadata { range, ..meta(key) })
+        .unwrap();
     let recs: Vec<_> = (0..n).map(|i| rec(tag, i, t0_ns, 1200)).collect();
     for r in &recs {
         writer.append(&r.input()).unwrap();
@@ -400,45 +410,145 @@ fn flip(path: &Path, offset: u64) {
     file.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
 }
 
+/// Records per 128 KiB segment of 1,200-byte payloads.
+const PER_SEGMENT: u64 = 107;
+
 #[test]
-fn a_flipped_byte_is_reported_by_file_and_offset_and_never_served() {
+fn damage_found_at_open_cuts_the_run_and_makes_the_title_partial() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), config(BIG));
     let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
     let files = segment_files(&store, "k");
     drop(store);
-    // In the payload of the 3rd record of the 2nd segment.
-    let offset = 64 + 2 * 1220 + 100;
-    flip(&files[1], offset);
+    // In the payload of the 3rd record of the 2nd (sealed) segment.
+    let damaged_at = 64 + 2 * 1220;
+    flip(&files[1], damaged_at + 100);
 
+    // Read-only, nothing changes and every problem is listed.
+    let (ro, problems) = Store::open_read_only(dir.path(), config(BIG)).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let report = &ro.verify(Some("k"))[0];
+    let messages: Vec<_> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        messages[0].starts_with(&format!(
+            "{}: at offset {damaged_at}: record checksum mismatch; intact records resume at offset {}",
+            files[1].display(),
+            damaged_at + 1220
+        )),
+        "{messages:?}"
+    );
+    // And the segments after it in the run, which the cut drops.
+    assert_eq!(messages.len(), 1 + files.len() - 2, "{messages:?}");
+    assert_eq!(ro.list()[0].state, PresentationState::Partial);
+    drop(ro);
+
+    let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
+    assert!(
+        matches!(
+            &problems[..],
+            [CacheError::Damaged { path, offset, kept_records: 2, dropped_records, dropped_segments, .. }]
+                if *path == files[1] && *offset == damaged_at
+                    && *dropped_records == 1000 - (PER_SEGMENT + 3) && *dropped_segments == files.len() - 2
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(store.corrupt_records(), 1);
+    let kept = (PER_SEGMENT + 2) as usize;
+    assert_eq!(read_all(&store, "k"), recs[..kept]);
+    let meta = store.metadata("k").unwrap().unwrap();
+    assert_eq!(meta.state, PresentationState::Partial);
+    assert_eq!(
+        meta.spans,
+        [NptSpan {
+            start: Npt::ZERO,
+            end: Npt::from_ns((kept as u64 - 1) * FRAME_NS)
+        }]
+    );
+    assert!(store.verify(None).iter().all(|r| r.is_ok()));
+    assert_eq!(segment_files(&store, "k").len(), 2);
+    drop(store);
+    // The cut is final.
     let store = open(dir.path(), config(BIG));
+    assert_eq!(read_all(&store, "k").len(), kept);
+}
+
+#[test]
+fn damage_found_by_a_cursor_is_skipped_exactly_and_cuts_the_title_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
+    let files = segment_files(&store, "k");
     let reader = store.open_reader("k").unwrap().unwrap();
-    let mut cursor = reader.cursor();
+    let mut early = reader.cursor();
+    // The file changes under the mapping: the length field of record 3 of
+    // the 2nd segment, so that it claims the rest of the segment.
+    let damaged_at = 64 + 2 * 1220;
+    flip(&files[1], damaged_at + 2);
     let (mut good, mut errors) = (Vec::new(), Vec::new());
-    while let Some(r) = cursor.next() {
+    while let Some(r) = early.next() {
         match r {
             Ok(r) => good.push(Rec::of(&r)),
             Err(e) => errors.push(e.to_string()),
         }
     }
-    assert!(cursor.is_complete());
-    assert_eq!(
-        errors,
-        [format!(
-            "{}: at offset {}: record checksum mismatch",
-            files[1].display(),
-            64 + 2 * 1220
-        )]
-    );
-    // Everything served is intact; the damaged segment's rest is skipped.
-    assert!(good.len() > 850 && good.len() < 1000, "{}", good.len());
-    assert!(good.iter().all(|r| recs.contains(r)));
+    assert!(early.is_complete());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!("{}: at offset {damaged_at}:", files[1].display())));
+    // Exactly the damaged record is missing.
+    let damaged = (PER_SEGMENT + 2) as usize;
+    let mut want = recs.clone();
+    want.remove(damaged);
+    assert_eq!(good, want);
+    assert_eq!(store.corrupt_records(), 1);
 
-    let report = &store.verify(Some("k"))[0];
-    assert_eq!(report.problems.len(), 1);
-    assert!(report.problems[0]
-        .to_string()
-        .contains(&files[1].display().to_string()));
+    // The title is now what plays before the damage.
+    let meta = store.metadata("k").unwrap().unwrap();
+    assert_eq!(meta.state, PresentationState::Partial);
+    assert_eq!(
+        meta.spans,
+        [NptSpan {
+            start: Npt::ZERO,
+            end: Npt::from_ns((damaged as u64 - 1) * FRAME_NS)
+        }]
+    );
+    assert_eq!(store.list()[0].state, PresentationState::Partial);
+    // A new cursor plays up to it, then what a refill records.
+    assert_eq!(read_all(&store, "k"), recs[..damaged]);
+    let refill = write(
+        &store,
+        "k",
+        1,
+        1000 - damaged as u64,
+        damaged as u64 * FRAME_NS,
+        PresentationState::Complete,
+    );
+    let got = read_all(&store, "k");
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[..damaged], recs[..damaged]);
+    assert_eq!(got[damaged..], refill[..]);
+    // Counted once, however many cursors meet it.
+    drop((early, reader));
+    assert_eq!(store.corrupt_records(), 1);
+    drop(store);
+
+    // At the next open the damaged run is cut there and the refill plays
+    // after it.
+    let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
+    assert!(
+        matches!(
+            &problems[..],
+            [CacheError::Damaged {
+                kept_records: 2,
+                ..
+            }]
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(read_all(&store, "k").len(), 1000);
+    assert_eq!(
+        store.metadata("k").unwrap().unwrap().state,
+        PresentationState::Complete
+    );
 }
 
 #[test]
@@ -502,10 +612,15 @@ fn bad_metadata_and_unknown_versions_are_skipped_and_the_rest_works() {
 
     let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
     let messages: Vec<_> = problems.iter().map(|p| p.to_string()).collect();
-    assert_eq!(problems.len(), 2, "{messages:?}");
-    assert!(problems
-        .iter()
-        .any(|p| matches!(p, CacheError::Corrupt { path, .. } if *path == a_meta)));
+    assert_eq!(problems.len(), 3, "{messages:?}");
+    // a: segments without usable metadata are an orphan, reclaimed.
+    let a_dir = a_meta.parent().unwrap();
+    assert!(problems.iter().any(|p| matches!(
+        p,
+        CacheError::Orphan { path, segments: 2, reclaimed: true, .. } if path == a_dir
+    )));
+    assert!(!a_dir.exists());
+    assert!(store.orphans().is_empty());
     assert!(problems
         .iter()
         .any(|p| matches!(p, CacheError::UnsupportedVersion { path, major: 9, .. } if *path == b_segments[0])));
@@ -513,15 +628,18 @@ fn bad_metadata_and_unknown_versions_are_skipped_and_the_rest_works() {
         .iter()
         .any(|m| m.contains("9.0") && m.contains(&b_segments[0].display().to_string())));
     assert!(store.metadata("a").unwrap().is_none());
-    // b's first segment is skipped, the rest plays.
-    let b = read_all(&store, "b");
-    assert!(!b.is_empty() && b.len() < 200);
+    // b's run is cut before its first segment (kept on disk: another
+    // version's), so the rest of the run is dropped, to be refetched.
+    assert!(problems.iter().any(|p| matches!(
+        p,
+        CacheError::Damaged { path, dropped_segments: 1, .. } if *path == b_segments[0]
+    )));
+    assert!(read_all(&store, "b").is_empty());
     assert_eq!(
-        b,
-        (200 - b.len() as u64..200)
-            .map(|i| rec(1, i, 0, 1200))
-            .collect::<Vec<_>>()
+        store.metadata("b").unwrap().unwrap().state,
+        PresentationState::Partial
     );
+    assert!(b_segments[0].exists() && !b_segments[1].exists());
     assert_eq!(read_all(&store, "c").len(), 200);
     write(&store, "d", 4, 10, 0, PresentationState::Complete);
     assert_eq!(read_all(&store, "d").len(), 10);

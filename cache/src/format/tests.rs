@@ -320,10 +320,7 @@ fn a_damaged_length_field_loses_only_its_record() {
         }]
     );
     assert_eq!(full.intact_after, 6);
-    assert_eq!(
-        resync(&bytes, ends[2], trailer.records_end),
-        Some(ends[3])
-    );
+    assert_eq!(resync(&bytes, ends[2], trailer.records_end), Some(ends[3]));
 }
 
 #[test]

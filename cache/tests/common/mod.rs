@@ -25,17 +25,22 @@ pub fn open(root: &Path, cfg: StoreConfig) -> Store {
     store
 }
 
+/// Metadata with the two tracks [`rec`] writes records of.
 pub fn meta(key: &str) -> Metadata {
+    let track = |n: u8, media: &str, encoding: &str| TrackMeta {
+        control: format!("{key}/trackID={n}"),
+        payload_type: 96 + n,
+        clock_rate: 90_000,
+        media: media.into(),
+        encoding: encoding.into(),
+    };
     Metadata {
         key: key.into(),
-        sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\n".into(),
-        tracks: vec![TrackMeta {
-            control: format!("{key}/trackID=0"),
-            payload_type: 96,
-            clock_rate: 90_000,
-            media: "video".into(),
-            encoding: "H264".into(),
-        }],
+        sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\nm=audio 0 RTP/AVP 97\r\n".into(),
+        tracks: vec![
+            track(0, "video", "H264"),
+            track(1, "audio", "MPEG4-GENERIC"),
+        ],
         ..Metadata::default()
     }
 }
