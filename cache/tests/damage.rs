@@ -11,6 +11,9 @@
 //! - `verify` afterwards finds nothing, and a second open has nothing left
 //!   to repair.
 //!
+//! Beside it, the two paths by hand: damage found at open, and damage a
+//! cursor finds in a file changed under the running store.
+//!
 //! `STREAMCACHE_DAMAGE_ITERS` sets the number of iterations (default 1000);
 //! `STREAMCACHE_DAMAGE_SEED` replays a run (the seed is printed).
 
@@ -169,7 +172,7 @@ fn damage(root: &Path, rng: &mut Rng) -> String {
                     .unwrap();
                 format!("truncated {} to {len}", meta.display())
             }
-            _ => flip(&meta, rng),
+            _ => flip_random(&meta, rng),
         };
     }
     let file = files.swap_remove(rng.below(files.len() as u64) as usize);
@@ -189,12 +192,12 @@ fn damage(root: &Path, rng: &mut Rng) -> String {
             fs::remove_file(&file).unwrap();
             format!("deleted {}", file.display())
         }
-        _ => flip(&file, rng),
+        _ => flip_random(&file, rng),
     }
 }
 
 /// Flips 1 to 16 bytes, contiguous or scattered, in `path`.
-fn flip(path: &Path, rng: &mut Rng) -> String {
+fn flip_random(path: &Path, rng: &mut Rng) -> String {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -374,4 +377,145 @@ fn check_served(store: &Store, ctx: &str) -> u32 {
         }
     }
     complete
+}
+
+/// Records per 128 KiB segment of 1,200-byte payloads.
+const PER_SEGMENT: u64 = 107;
+
+#[test]
+fn damage_found_at_open_cuts_the_run_and_makes_the_title_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
+    let files = segment_files(&store, "k");
+    drop(store);
+    // In the payload of the 3rd record of the 2nd (sealed) segment.
+    let damaged_at = 64 + 2 * 1220;
+    flip(&files[1], damaged_at + 100);
+
+    // Read-only, nothing changes and every problem is listed.
+    let (ro, problems) = Store::open_read_only(dir.path(), config(BIG)).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let report = &ro.verify(Some("k"))[0];
+    let messages: Vec<_> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        messages[0].starts_with(&format!(
+            "{}: at offset {damaged_at}: record checksum mismatch; intact records resume at offset {}",
+            files[1].display(),
+            damaged_at + 1220
+        )),
+        "{messages:?}"
+    );
+    // And the segments after it in the run, which the cut drops.
+    assert_eq!(messages.len(), 1 + files.len() - 2, "{messages:?}");
+    assert_eq!(ro.list()[0].state, PresentationState::Partial);
+    drop(ro);
+
+    let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
+    assert!(
+        matches!(
+            &problems[..],
+            [CacheError::Damaged { path, offset, kept_records: 2, dropped_records, dropped_segments, .. }]
+                if *path == files[1] && *offset == damaged_at
+                    && *dropped_records == 1000 - (PER_SEGMENT + 3) && *dropped_segments == files.len() - 2
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(store.corrupt_records(), 1);
+    let kept = (PER_SEGMENT + 2) as usize;
+    assert_eq!(read_all(&store, "k"), recs[..kept]);
+    let meta = store.metadata("k").unwrap().unwrap();
+    assert_eq!(meta.state, PresentationState::Partial);
+    assert_eq!(
+        meta.spans,
+        [NptSpan {
+            start: Npt::ZERO,
+            end: Npt::from_ns((kept as u64 - 1) * FRAME_NS)
+        }]
+    );
+    assert!(store.verify(None).iter().all(|r| r.is_ok()));
+    assert_eq!(segment_files(&store, "k").len(), 2);
+    drop(store);
+    // The cut is final.
+    let store = open(dir.path(), config(BIG));
+    assert_eq!(read_all(&store, "k").len(), kept);
+}
+
+#[test]
+fn damage_found_by_a_cursor_is_skipped_exactly_and_cuts_the_title_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
+    let files = segment_files(&store, "k");
+    let reader = store.open_reader("k").unwrap().unwrap();
+    let mut early = reader.cursor();
+    // The file changes under the mapping: the length field of record 3 of
+    // the 2nd segment, so that it claims the rest of the segment.
+    let damaged_at = 64 + 2 * 1220;
+    flip(&files[1], damaged_at + 2);
+    let (mut good, mut errors) = (Vec::new(), Vec::new());
+    while let Some(r) = early.next() {
+        match r {
+            Ok(r) => good.push(Rec::of(&r)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    assert!(early.is_complete());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!("{}: at offset {damaged_at}:", files[1].display())));
+    // Exactly the damaged record is missing.
+    let damaged = (PER_SEGMENT + 2) as usize;
+    let mut want = recs.clone();
+    want.remove(damaged);
+    assert_eq!(good, want);
+    assert_eq!(store.corrupt_records(), 1);
+
+    // The title is now what plays before the damage.
+    let meta = store.metadata("k").unwrap().unwrap();
+    assert_eq!(meta.state, PresentationState::Partial);
+    assert_eq!(
+        meta.spans,
+        [NptSpan {
+            start: Npt::ZERO,
+            end: Npt::from_ns((damaged as u64 - 1) * FRAME_NS)
+        }]
+    );
+    assert_eq!(store.list()[0].state, PresentationState::Partial);
+    // A new cursor plays up to it, then what a refill records.
+    assert_eq!(read_all(&store, "k"), recs[..damaged]);
+    let refill = write(
+        &store,
+        "k",
+        1,
+        1000 - damaged as u64,
+        damaged as u64 * FRAME_NS,
+        PresentationState::Complete,
+    );
+    let got = read_all(&store, "k");
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[..damaged], recs[..damaged]);
+    assert_eq!(got[damaged..], refill[..]);
+    // Counted once, however many cursors meet it.
+    drop((early, reader));
+    assert_eq!(store.corrupt_records(), 1);
+    drop(store);
+
+    // At the next open the damaged run is cut there and the refill plays
+    // after it.
+    let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
+    assert!(
+        matches!(
+            &problems[..],
+            [CacheError::Damaged {
+                kept_records: 2,
+                ..
+            }]
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(read_all(&store, "k").len(), 1000);
+    assert_eq!(
+        store.metadata("k").unwrap().unwrap().state,
+        PresentationState::Complete
+    );
 }
