@@ -68,8 +68,9 @@ impl Rig {
             .skip(1)
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
-                let held = fields.get(2)?.strip_suffix('s')?.parse().ok()?;
-                Some((fields.first()?.to_string(), held))
+                // id, state, bytes, held, key
+                let held = fields.get(3)?.strip_suffix('s')?.parse().ok()?;
+                Some((fields.get(1)?.to_string(), held))
             })
             .collect()
     }

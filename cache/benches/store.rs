@@ -1,5 +1,6 @@
 //! Store benchmarks: append of 1,200-byte records (checksummed), sequential
-//! scan through a cursor (checksums verified), and seek.
+//! scan through a cursor (checksums verified), seek, and open (every record
+//! of every segment verified).
 //!
 //! `cargo bench -p streamcache-cache`
 
@@ -11,25 +12,34 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use streamcache_cache::{
     Metadata, Npt, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
+    TrackMeta,
 };
 
 const PAYLOAD: usize = 1200;
 const MIB: u64 = 1 << 20;
 
-fn store(segment_max_bytes: u64) -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = StoreConfig {
+fn config(segment_max_bytes: u64) -> StoreConfig {
+    StoreConfig {
         budget_bytes: 1 << 40,
         segment_max_bytes,
         segment_max_duration_ns: 0,
-    };
-    let (store, _) = Store::open(dir.path(), cfg).expect("open store");
+    }
+}
+
+fn store(segment_max_bytes: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _) = Store::open(dir.path(), config(segment_max_bytes)).expect("open store");
     (dir, store)
 }
 
+/// Two tracks, as [`record`] writes (open refuses records of a track the
+/// metadata does not list).
 fn meta(key: &str) -> Metadata {
+    let track = TrackMeta::default();
     Metadata {
         key: key.into(),
+        sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\nm=audio 0 RTP/AVP 97\r\n".into(),
+        tracks: vec![track.clone(), track],
         ..Metadata::default()
     }
 }
@@ -130,5 +140,24 @@ fn seek(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, append, scan, seek);
+fn open(c: &mut Criterion) {
+    let (dir, store) = store(64 * MIB);
+    let payload = vec![0x5a; PAYLOAD];
+    const N: u64 = 100_000;
+    write(&store, "open", N, &payload);
+    drop(store);
+    let mut group = c.benchmark_group("open");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(N * PAYLOAD as u64));
+    group.bench_function("verify_every_record", |b| {
+        b.iter(|| {
+            let (store, problems) = Store::open(dir.path(), config(64 * MIB)).expect("open");
+            assert!(problems.is_empty());
+            black_box(store.list().len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, scan, seek, open);
 criterion_main!(benches);

@@ -38,6 +38,32 @@ pub enum CacheError {
         offset: u64,
         kept_records: u64,
     },
+    #[error(
+        "{}: damaged at offset {offset} ({what}): kept the {kept_records} intact records before it; dropped {dropped_records} intact records after it and {dropped_segments} later segments of its run, to be refetched",
+        path.display()
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        kept_records: u64,
+        dropped_records: u64,
+        dropped_segments: usize,
+    },
+    #[error("{}: {what}; the presentation is refused as a whole{}", path.display(), if *removed { " and removed, to be fetched anew" } else { "" })]
+    Refused {
+        path: PathBuf,
+        what: String,
+        removed: bool,
+    },
+    #[error("{}: {segments} segments ({bytes} bytes) without usable metadata ({reason}){}", path.display(), if *reclaimed { "; reclaimed" } else { "" })]
+    Orphan {
+        path: PathBuf,
+        segments: usize,
+        bytes: u64,
+        reason: String,
+        reclaimed: bool,
+    },
     #[error("{}: disk full: cannot reserve {bytes} bytes for a segment: {source}", path.display())]
     DiskFull {
         path: PathBuf,

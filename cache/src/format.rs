@@ -49,13 +49,13 @@ pub const TRAILER_FINAL: u32 = 1;
 /// Trailer flag: the segment was sealed by crash recovery, not by its writer.
 pub const TRAILER_RECOVERED: u32 = 2;
 
-const FLAG_RANDOM_ACCESS: u8 = 1;
-const FLAG_DISCONTINUITY: u8 = 2;
-const KIND_RTP: u8 = 0;
-const KIND_RTCP: u8 = 1;
+pub(crate) const FLAG_RANDOM_ACCESS: u8 = 1;
+pub(crate) const FLAG_DISCONTINUITY: u8 = 2;
+pub(crate) const KIND_RTP: u8 = 0;
+pub(crate) const KIND_RTCP: u8 = 1;
 
 /// `N` bytes at `at`, if the slice holds them.
-fn bytes_at<const N: usize>(b: &[u8], at: u64) -> Option<[u8; N]> {
+pub(crate) fn bytes_at<const N: usize>(b: &[u8], at: u64) -> Option<[u8; N]> {
     let at = usize::try_from(at).ok()?;
     b.get(at..at.checked_add(N)?)?.try_into().ok()
 }
@@ -472,103 +472,8 @@ impl Trailer {
     }
 }
 
-/// Where a [`scan_records`] stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanStop {
-    /// Reached the end of the range.
-    End,
-    /// Reached zero bytes (preallocated space never written).
-    Zeroed,
-    /// Reached a valid trailer at `records_end`.
-    Trailer(Trailer),
-    /// Reached torn or damaged bytes at `records_end`.
-    Bad(&'static str),
-}
-
-/// What a scan over a run of records found: the verified prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scan {
-    /// Offset after the last verified record.
-    pub records_end: u64,
-    pub record_count: u64,
-    pub min_ns: u64,
-    pub max_ns: u64,
-    pub index: Vec<IndexEntry>,
-    pub stop: ScanStop,
-}
-
-/// Verifies records from `start` until `end`, the first bad record, zero
-/// bytes or a trailer, and rebuilds the sparse index of the verified prefix.
-pub fn scan_records(bytes: &[u8], start: u64, end: u64) -> Scan {
-    let end = end.min(bytes.len() as u64);
-    let mut at = start;
-    let mut count = 0u64;
-    let (mut min_ns, mut max_ns) = (u64::MAX, 0u64);
-    let mut index = IndexBuilder::default();
-    let stop = loop {
-        if at >= end {
-            break ScanStop::End;
-        }
-        match decode_record(bytes, at, end) {
-            Ok((rec, next)) => {
-                index.observe(rec.flags, rec.media_time.as_ns(), at);
-                min_ns = min_ns.min(rec.media_time.as_ns());
-                max_ns = max_ns.max(rec.media_time.as_ns());
-                count += 1;
-                at = next;
-            }
-            Err(Stop::Zeroed) => break ScanStop::Zeroed,
-            Err(Stop::TrailerTag) => match Trailer::decode_at(bytes, at) {
-                Ok((trailer, _)) => break ScanStop::Trailer(trailer),
-                Err(what) => break ScanStop::Bad(what),
-            },
-            Err(Stop::Corrupt(what)) => break ScanStop::Bad(what),
-        }
-    };
-    if count == 0 {
-        min_ns = 0;
-    }
-    Scan {
-        records_end: at,
-        record_count: count,
-        min_ns,
-        max_ns,
-        index: index.into_entries(),
-        stop,
-    }
-}
-
-/// Reads a whole segment file the way recovery does: checks the header, then
-/// takes the trailer if the file is sealed, or else scans the verified prefix
-/// of records. Used by the store and by the fuzz target.
-pub fn inspect_segment(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(SegmentHeader, Inspected), CacheError> {
-    let header = SegmentHeader::decode(path, bytes)?;
-    if let Some(trailer) = Trailer::decode_tail(bytes) {
-        if trailer.records_end >= u64::from(header.header_len) {
-            return Ok((header, Inspected::Sealed(trailer)));
-        }
-    }
-    Ok((
-        header,
-        Inspected::Unsealed(scan_records(
-            bytes,
-            u64::from(header.header_len),
-            bytes.len() as u64,
-        )),
-    ))
-}
-
-/// The state [`inspect_segment`] found a segment file in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inspected {
-    /// The file ends with a valid trailer (records not re-verified).
-    Sealed(Trailer),
-    /// Not sealed (a crash, or a writer still at work): the verified prefix.
-    Unsealed(Scan),
-}
+mod scan;
+pub use scan::*;
 
 #[cfg(test)]
 mod tests;

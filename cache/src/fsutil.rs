@@ -80,6 +80,32 @@ pub fn touch(path: &Path, at: SystemTime) -> io::Result<()> {
         .set_modified(at)
 }
 
+/// Name prefix of a directory being deleted (removed at the next open).
+pub const TRASH_PREFIX: &str = ".trash-";
+
+/// Deletes the directory `dir`: first renamed away beside it, so a crash
+/// halfway leaves no half-deleted presentation.
+pub fn trash_and_remove(dir: &Path) {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let trash = dir.with_file_name(format!("{TRASH_PREFIX}{name}-{}", now_ns()));
+    match std::fs::rename(dir, &trash) {
+        Ok(()) => remove_tree(&trash),
+        Err(e) => {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot move away; deleting in place");
+            remove_tree(dir);
+        }
+    }
+}
+
+pub fn remove_tree(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot delete");
+    }
+}
+
 pub fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

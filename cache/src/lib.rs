@@ -20,9 +20,13 @@
 //! - **Partial fill**: a presentation may be written by several *runs* over
 //!   time (one per [`Store::open_writer`]). Each run has its own segments;
 //!   cursors play runs in the order of their first npt.
-//! - **Crash safety**: every record is checksummed. [`Store::open`] scans the
-//!   segments that were not sealed, keeps the verified prefix, cuts the rest
-//!   and seals them. Nothing torn is ever served.
+//! - **Crash safety and damage**: every record is checksummed.
+//!   [`Store::open`] verifies every record of every segment, cuts each
+//!   recording run at its first torn or damaged record (the rest is
+//!   refetched like any partial title), seals what it keeps, recomputes each
+//!   title's state and spans from it, and reclaims directories it cannot
+//!   play. Nothing torn is ever served; a cursor that meets damage made
+//!   after open skips exactly the damaged bytes.
 //! - **Eviction**: [`Store::evict_to_budget`] removes least-recently-played
 //!   presentations until the store fits its budget, never one with a reader
 //!   or a writer. It also runs whenever a writer starts a new segment.
@@ -57,7 +61,7 @@ pub use meta::{
     parse_metadata, CacheHeaders, Metadata, NptRange, NptSpan, PresentationState, TrackMeta,
 };
 pub use reader::{Cursor, Reader};
-pub use store::{EntryInfo, Store, StoreConfig};
+pub use store::{EntryInfo, OrphanInfo, Store, StoreConfig};
 pub use streamcache_types::Npt;
 pub use verify::VerifyReport;
 pub use writer::Writer;

@@ -5,8 +5,10 @@
 //! number). In each it reads only below the segment's `committed` offset, and
 //! moves on once the segment is sealed and read to its end. Every record's
 //! checksum is verified before it is handed out; a bad one is reported as an
-//! error naming file and offset, and the cursor skips the rest of that
-//! segment.
+//! error naming file and offset, and the cursor skips exactly the damaged
+//! bytes: it resumes at the next offset where an intact record starts
+//! ([`format::resync`]), so a damaged length field loses nothing more. The
+//! presentation is told ([`Presentation::damaged`]: counted, logged, cut).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::format;
-use crate::presentation::Presentation;
+use crate::presentation::{Presentation, View};
 use crate::segment::{PlayOrder, Segment};
 use crate::{CacheError, Metadata, Npt, Record};
 
@@ -53,6 +55,7 @@ impl Reader {
     /// A cursor at the start of the presentation.
     pub fn cursor(&self) -> Cursor {
         Cursor {
+            view: self.pin.pres.lock().view(),
             pin: self.pin.clone(),
             at: None,
             last: None,
@@ -74,16 +77,16 @@ pub struct Cursor {
     at: Option<Position>,
     /// Play order of the segment last entered (or skipped).
     last: Option<PlayOrder>,
+    /// Which segments it plays (see `presentation`'s module docs).
+    view: View,
 }
 
 struct Position {
     segment: Arc<Segment>,
     map: Arc<Mmap>,
     pos: u64,
-    /// `committed` as last seen.
+    /// `committed` as last seen (or the cut, if this view stops there).
     end: u64,
-    /// A bad record was found: the rest of the segment is skipped.
-    broken: bool,
 }
 
 impl std::fmt::Debug for Cursor {
@@ -104,8 +107,8 @@ impl Cursor {
     pub fn seek(&mut self, npt: Npt) -> Result<(), CacheError> {
         let target = {
             let state = self.pin.pres.lock();
-            state.seek_target(npt.as_ns()).or_else(|| {
-                let first = state.next_after(None)?;
+            state.seek_target(npt.as_ns(), self.view).or_else(|| {
+                let first = state.next_after(None, self.view)?;
                 let start = first.header_len;
                 Some((first, start))
             })
@@ -136,8 +139,12 @@ impl Cursor {
             }
             Err(stop) => {
                 let offset = at.pos;
-                at.broken = true;
-                at.pos = at.end;
+                // `end` is a record boundary: reading on from it is safe
+                // even when nothing intact follows before it.
+                at.pos = format::resync(&at.map, offset, at.end).unwrap_or(at.end);
+                self.pin
+                    .pres
+                    .damaged(&at.segment, &at.map, offset, stop.describe());
                 Some(Err(CacheError::corrupt(
                     &at.segment.path,
                     offset,
@@ -156,14 +163,15 @@ impl Cursor {
         let last = match &self.at {
             None => self.last,
             Some(at) => {
-                let done = at.broken || at.pos >= at.segment.committed.load(Ordering::Acquire);
+                let limit = self.pin.pres.lock().read_limit(&at.segment, self.view);
+                let done = at.pos >= at.segment.committed.load(Ordering::Acquire).min(limit);
                 if !done {
                     return false;
                 }
                 Some(at.segment.play_order())
             }
         };
-        self.pin.pres.lock().next_after(last).is_none()
+        self.pin.pres.lock().next_after(last, self.view).is_none()
     }
 
     /// Makes `at` point at an unread record: `Ok(false)` if there is none.
@@ -173,20 +181,19 @@ impl Cursor {
                 if at.pos < at.end {
                     return Ok(true);
                 }
-                if !at.broken {
-                    // Sealed first: once sealed, `committed` is final.
-                    let sealed = at.segment.sealed.load(Ordering::Acquire);
-                    let committed = at.segment.committed.load(Ordering::Acquire);
-                    if committed > at.end {
-                        at.end = committed;
-                        continue;
-                    }
-                    if !sealed {
-                        return Ok(false);
-                    }
+                // Sealed first: once sealed, `committed` is final.
+                let sealed = at.segment.sealed.load(Ordering::Acquire);
+                let committed = at.segment.committed.load(Ordering::Acquire);
+                let limit = self.pin.pres.lock().read_limit(&at.segment, self.view);
+                if committed.min(limit) > at.end {
+                    at.end = committed.min(limit);
+                    continue;
+                }
+                if !sealed && limit == u64::MAX {
+                    return Ok(false);
                 }
             }
-            let next = self.pin.pres.lock().next_after(self.last);
+            let next = self.pin.pres.lock().next_after(self.last, self.view);
             let Some(segment) = next else {
                 return Ok(false);
             };
@@ -201,13 +208,13 @@ impl Cursor {
         self.last = Some(segment.play_order());
         self.at = None;
         let map = segment.map()?;
-        let end = segment.committed.load(Ordering::Acquire);
+        let limit = self.pin.pres.lock().read_limit(&segment, self.view);
+        let end = segment.committed.load(Ordering::Acquire).min(limit);
         self.at = Some(Position {
             segment,
             map,
             pos: offset,
             end,
-            broken: false,
         });
         Ok(())
     }

@@ -1,32 +1,37 @@
 //! Loading presentations from disk at [`crate::Store::open`], with crash
-//! recovery.
+//! recovery and damage repair. The store tells the truth: what it holds is
+//! what verifies on disk now, never what its metadata once said.
 //!
-//! A segment whose file ends in a valid trailer is taken as it is (its records
-//! are checked when read or verified). Any other segment was being written
-//! when the process died: its records are scanned, the verified prefix is
-//! kept, whatever follows is cut, and the segment is sealed with the
-//! `RECOVERED` trailer flag. A presentation whose metadata still says
-//! `recording` becomes `partial`.
+//! - Every record of every segment is verified, sealed segments too; each
+//!   recording run is cut at its first damage (see `segments`), and the
+//!   spans and state are recomputed from what is kept: a title recorded
+//!   `complete` stays complete only if the kept spans still hold it whole.
+//! - Metadata that contradicts its SDP (no tracks, or not one track per
+//!   media section) or its segments (a record of a track it does not list)
+//!   refuses the whole presentation: it is never half-served.
+//! - A directory with segments but no usable metadata is an orphan: it has
+//!   no key, so nothing could ever play it.
 //!
-//! Opened read-only ([`Mode::ReadOnly`], e.g. to verify a store another
-//! process is writing) nothing is changed: an unsealed segment is taken with
-//! its verified prefix, as a live segment.
+//! In [`Mode::Repair`] cuts are made on disk, refused presentations and
+//! orphans are deleted (to be fetched anew) and a presentation whose
+//! metadata still says `recording` becomes `partial`. Opened read-only
+//! ([`Mode::ReadOnly`], e.g. to verify a store another process is writing)
+//! nothing is changed: the same decisions are made in memory only, and an
+//! unsealed segment of a presentation being recorded is taken with its
+//! verified prefix, as a live segment.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Read as _;
-use std::os::unix::fs::FileExt;
+mod segments;
+
+use std::fs;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use memmap2::Mmap;
-use tracing::debug;
-
-use crate::format::{self, Inspected, ScanStop, Trailer};
 use crate::presentation::{
-    run_of_name, PresState, Presentation, META_FILE, PLAYED_FILE, SEGMENT_EXT,
+    holds_whole, parse_segment_name, PresState, Presentation, META_FILE, PLAYED_FILE, SEGMENT_EXT,
 };
-use crate::segment::{Segment, SegmentInit};
-use crate::{fsutil, parse_metadata, CacheError, PresentationState};
+use crate::store::OrphanInfo;
+use crate::{fsutil, parse_metadata, CacheError, Metadata, PresentationState};
 
 /// Whether loading may repair what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,189 +42,225 @@ pub enum Mode {
     ReadOnly,
 }
 
-/// Loads the presentation in `dir`. Problems that do not prevent it from
-/// being used (a cut or skipped segment) go to `problems`; an error means the
-/// whole directory is skipped. `None` for the remains of a presentation whose
-/// creation was interrupted (removed in repair mode).
+/// What a directory in the store turned out to be.
+pub enum Loaded {
+    Presentation(Box<Presentation>),
+    /// Nothing (any more): an interrupted creation, or a directory deleted
+    /// in repair mode.
+    Nothing,
+    /// A directory kept on disk that is not a presentation: an orphan or a
+    /// refused presentation (read-only), or metadata of another version.
+    NotPresentation(OrphanInfo),
+}
+
+/// Loads the presentation in `dir`. Problems found (cuts, skipped segments,
+/// refused metadata, orphans) go to `problems`; an error means the
+/// directory could not be read.
 pub fn load_presentation(
     dir: &Path,
     mode: Mode,
+    corrupt: &Arc<AtomicU64>,
     problems: &mut Vec<CacheError>,
-) -> Result<Option<Presentation>, CacheError> {
+) -> Result<Loaded, CacheError> {
     let meta_path = dir.join(META_FILE);
-    let meta_bytes = match fs::read(&meta_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !has_segments(dir)? => {
-            // Metadata is written before any segment: this is a presentation
-            // whose creation was interrupted (or, read-only, is under way).
-            if mode == Mode::Repair {
-                fs::remove_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+    let files = list_files(dir, mode, problems)?;
+    let meta = match fs::read(&meta_path) {
+        Ok(bytes) => parse_metadata(&meta_path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if files.segments.is_empty() {
+                // Metadata is written before any segment: this is a
+                // presentation whose creation was interrupted (or,
+                // read-only, is under way).
+                if mode == Mode::Repair {
+                    fs::remove_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+                }
+                return Ok(Loaded::Nothing);
             }
-            return Ok(None);
+            Err(CacheError::corrupt(&meta_path, 0, "no metadata file"))
         }
         Err(e) => return Err(CacheError::io(&meta_path, e)),
     };
-    let mut meta = parse_metadata(&meta_path, &meta_bytes)?;
+    let orphan = |reason: String| OrphanInfo {
+        id: id_of(dir),
+        path: dir.to_path_buf(),
+        bytes: files.bytes,
+        segments: files.segments.len(),
+        reason,
+    };
+    let mut meta = match meta {
+        Ok(meta) => meta,
+        Err(e @ CacheError::UnsupportedVersion { .. }) => {
+            // Another version's: not ours to judge or delete.
+            let info = orphan(e.to_string());
+            problems.push(e);
+            return Ok(Loaded::NotPresentation(info));
+        }
+        Err(e) => {
+            let reclaimed = mode == Mode::Repair;
+            let info = orphan(e.to_string());
+            problems.push(CacheError::Orphan {
+                path: dir.to_path_buf(),
+                segments: info.segments,
+                bytes: info.bytes,
+                reason: e.to_string(),
+                reclaimed,
+            });
+            if reclaimed {
+                fsutil::trash_and_remove(dir);
+                return Ok(Loaded::Nothing);
+            }
+            return Ok(Loaded::NotPresentation(info));
+        }
+    };
+    let refuse = |what: String, problems: &mut Vec<CacheError>| {
+        let removed = mode == Mode::Repair;
+        problems.push(CacheError::Refused {
+            path: meta_path.clone(),
+            what: what.clone(),
+            removed,
+        });
+        if removed {
+            fsutil::trash_and_remove(dir);
+            Loaded::Nothing
+        } else {
+            Loaded::NotPresentation(orphan(what))
+        }
+    };
+    if let Some(what) = contradiction(&meta) {
+        return Ok(refuse(what, problems));
+    }
+    let found: Vec<_> = files
+        .segments
+        .iter()
+        .filter_map(|(name, path)| segments::inspect(path, parse_segment_name(name), mode))
+        .collect();
+    let tracks = meta.tracks.len();
+    if let Some(f) = found.iter().find(|f| {
+        f.outcome.as_ref().is_ok_and(|i| {
+            i.scan.prefix.record_count > 0 && usize::from(i.scan.prefix.max_track) >= tracks
+        })
+    }) {
+        let what = format!(
+            "{} holds records of a track the metadata does not list (it lists {tracks})",
+            f.path.display()
+        );
+        return Ok(refuse(what, problems));
+    }
+    let max_run = found.iter().map(|f| f.run).max().unwrap_or(0);
+    let maybe_live = meta.state == PresentationState::Recording;
+    let before = problems.len();
+    let kept = segments::settle(dir, found, mode, maybe_live, problems);
+    corrupt.fetch_add(
+        problems[before..]
+            .iter()
+            .filter(|p| matches!(p, CacheError::Damaged { .. }))
+            .count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut state = PresState {
         meta: meta.clone(),
         runs: Vec::new(),
-        max_run: 0,
+        max_run,
+        cut: None,
     };
-    let mut bytes = 0;
-    let entries = fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| CacheError::io(dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") && mode == Mode::Repair {
-            // An interrupted metadata replacement or segment creation.
-            if let Err(e) = fs::remove_file(&path) {
-                problems.push(CacheError::io(&path, e));
-            }
-            continue;
-        }
-        if path.extension().is_some_and(|x| x == SEGMENT_EXT) {
-            state.max_run = state.max_run.max(run_of_name(&name).unwrap_or(0));
-            match load_segment(&path, mode, problems) {
-                Ok(Some(segment)) => state.add_segment(segment),
-                Ok(None) => {}
-                Err(e) => problems.push(e),
-            }
-        }
-        bytes += fs::metadata(&path).map_or(0, |m| m.len());
+    for segment in kept {
+        state.add_segment(segment);
     }
-    let last_played = fs::metadata(dir.join(PLAYED_FILE))
-        .or_else(|_| fs::metadata(&meta_path))
-        .and_then(|m| m.modified())
-        .map_or(0, fsutil::unix_ns);
     // A writer that was still open died with the process.
     if meta.state == PresentationState::Recording && mode == Mode::Repair {
         meta.state = PresentationState::Partial;
     }
     meta.spans = state.spans();
+    if meta.state == PresentationState::Complete && !holds_whole(meta.range, &meta.spans) {
+        meta.state = PresentationState::Partial;
+    }
+    let last_played = fs::metadata(dir.join(PLAYED_FILE))
+        .or_else(|_| fs::metadata(&meta_path))
+        .and_then(|m| m.modified())
+        .map_or(0, fsutil::unix_ns);
+    // Bytes as they are now that cuts and removals are done.
+    let bytes = match mode {
+        Mode::Repair => dir_bytes(dir),
+        Mode::ReadOnly => files.bytes,
+    };
+    let saved = state.meta.clone();
+    state.meta = meta.clone();
     let presentation = Presentation::new(
         meta.key.clone(),
         dir.to_path_buf(),
         state,
         bytes,
         last_played,
+        corrupt.clone(),
     );
-    if meta != presentation.lock().meta && mode == Mode::Repair {
-        match presentation.save_meta(&meta) {
-            Ok(()) => presentation.lock().meta = meta,
-            Err(e) => problems.push(e),
+    if meta != saved && mode == Mode::Repair {
+        if let Err(e) = presentation.save_meta(&meta) {
+            problems.push(e);
         }
     }
-    Ok(Some(presentation))
+    Ok(Loaded::Presentation(Box::new(presentation)))
 }
 
-fn has_segments(dir: &Path) -> Result<bool, CacheError> {
+/// Why metadata contradicts its own SDP, if it does.
+fn contradiction(meta: &Metadata) -> Option<String> {
+    if meta.tracks.is_empty() {
+        return Some("the metadata lists no tracks".into());
+    }
+    let media = meta.sdp.lines().filter(|l| l.starts_with("m=")).count();
+    (media != meta.tracks.len()).then(|| {
+        format!(
+            "the metadata lists {} tracks but its SDP has {media} media sections",
+            meta.tracks.len()
+        )
+    })
+}
+
+/// A directory's name: the presentation's id.
+pub fn id_of(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct Files {
+    /// Segment files: name and path.
+    segments: Vec<(String, std::path::PathBuf)>,
+    /// Bytes of all files.
+    bytes: u64,
+}
+
+/// The directory's segment files and size; `*.tmp` files are deleted in
+/// repair mode (interrupted metadata replacements or segment creations).
+fn list_files(dir: &Path, mode: Mode, problems: &mut Vec<CacheError>) -> Result<Files, CacheError> {
+    let mut files = Files {
+        segments: Vec::new(),
+        bytes: 0,
+    };
     for entry in fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))? {
         let entry = entry.map_err(|e| CacheError::io(dir, e))?;
-        if entry.path().extension().is_some_and(|x| x == SEGMENT_EXT) {
-            return Ok(true);
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") && mode == Mode::Repair {
+            if let Err(e) = fs::remove_file(&path) {
+                problems.push(CacheError::io(&path, e));
+            }
+            continue;
         }
+        if path.extension().is_some_and(|x| x == SEGMENT_EXT) {
+            files.segments.push((name, path.clone()));
+        }
+        files.bytes += fs::metadata(&path).map_or(0, |m| m.len());
     }
-    Ok(false)
+    Ok(files)
 }
 
-/// Loads one segment file, recovering it if it was not sealed (in
-/// [`Mode::Repair`]). `None` if it holds no record.
-fn load_segment(
-    path: &Path,
-    mode: Mode,
-    problems: &mut Vec<CacheError>,
-) -> Result<Option<Arc<Segment>>, CacheError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(mode == Mode::Repair)
-        .open(path)
-        .map_err(|e| CacheError::io(path, e))?;
-    let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
-    if len < format::HEADER_LEN as u64 {
-        return Err(CacheError::corrupt(
-            path,
-            len,
-            "file ends inside the 64-byte segment header",
-        ));
-    }
-    let (header, inspected) = match mode {
-        Mode::Repair => {
-            // SAFETY: in repair mode the store holds the directory lock, so
-            // nothing else writes or trims the file.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(path, e))?;
-            format::inspect_segment(path, &map)?
-        }
-        Mode::ReadOnly => {
-            // The daemon may seal this segment meanwhile, trimming the file
-            // to its used length: a mapping of the preallocated size would
-            // then fault (SIGBUS) past the new end. A read can only come up
-            // short, which the scan treats like a torn tail.
-            let mut bytes = Vec::new();
-            (&file)
-                .read_to_end(&mut bytes)
-                .map_err(|e| CacheError::io(path, e))?;
-            format::inspect_segment(path, &bytes)?
-        }
-    };
-    let (summary, sealed) = match inspected {
-        Inspected::Sealed(trailer) => (trailer, true),
-        Inspected::Unsealed(scan) => {
-            if scan.record_count == 0 {
-                if mode == Mode::Repair {
-                    // Created, never written: nothing to keep.
-                    fs::remove_file(path).map_err(|e| CacheError::io(path, e))?;
-                }
-                return Ok(None);
-            }
-            let mut flags = format::TRAILER_FINAL | format::TRAILER_RECOVERED;
-            match &scan.stop {
-                // Sealed, but not trimmed to the trailer: keep its flags.
-                ScanStop::Trailer(t) => flags = t.flags,
-                // Read-only, a torn tail may be a record another process is
-                // writing right now: not a problem to report.
-                ScanStop::Bad(what) if mode == Mode::Repair => {
-                    debug!(path = %path.display(), offset = scan.records_end, what, "cutting segment");
-                    problems.push(CacheError::Recovered {
-                        path: path.to_path_buf(),
-                        offset: scan.records_end,
-                        kept_records: scan.record_count,
-                    });
-                }
-                ScanStop::Bad(_) | ScanStop::End | ScanStop::Zeroed => {}
-            }
-            let trailer = Trailer {
-                records_end: scan.records_end,
-                record_count: scan.record_count,
-                min_ns: scan.min_ns,
-                max_ns: scan.max_ns,
-                flags,
-                index: scan.index,
-            };
-            if mode == Mode::Repair {
-                seal(&file, path, &trailer)?;
-            }
-            (trailer, mode == Mode::Repair)
-        }
-    };
-    Ok(Some(Segment::new(SegmentInit {
-        path: path.to_path_buf(),
-        header,
-        committed: summary.records_end,
-        sealed,
-        records: summary.record_count,
-        min_ns: summary.min_ns,
-        max_ns: summary.max_ns,
-        index: summary.index,
-    })))
-}
-
-/// Writes `trailer` after the kept records and cuts the file after it.
-fn seal(file: &File, path: &Path, trailer: &Trailer) -> Result<(), CacheError> {
-    let bytes = trailer.to_bytes();
-    let io = |e| CacheError::io(path, e);
-    file.write_all_at(&bytes, trailer.records_end).map_err(io)?;
-    file.set_len(trailer.records_end + bytes.len() as u64)
-        .map_err(io)?;
-    file.sync_data().map_err(io)
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -36,6 +36,8 @@ pub struct Segment {
     pub max_ns: AtomicU64,
     pub index: RwLock<Vec<IndexEntry>>,
     map: Mutex<Option<Arc<Mmap>>>,
+    /// Offsets where cursors found corrupt records since open.
+    damage: Mutex<Vec<u64>>,
 }
 
 /// What is known of a segment when it is registered.
@@ -65,7 +67,19 @@ impl Segment {
             max_ns: AtomicU64::new(init.max_ns),
             index: RwLock::new(init.index),
             map: Mutex::new(None),
+            damage: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Notes damage at `offset`: `None` if it was noted before, else whether
+    /// it is the first damage noted in this segment.
+    pub fn note_damage(&self, offset: u64) -> Option<bool> {
+        let mut seen = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&offset) {
+            return None;
+        }
+        seen.push(offset);
+        Some(seen.len() == 1)
     }
 
     pub fn play_order(&self) -> PlayOrder {
@@ -95,19 +109,20 @@ impl Segment {
         Ok(map)
     }
 
-    /// Media time of the segment's first index entry, if it has one.
-    pub fn first_index_time(&self) -> Option<u64> {
+    /// The segment's first index entry, if it has one.
+    pub fn first_index_entry(&self) -> Option<IndexEntry> {
         self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .first()
-            .map(|e| e.media_time_ns)
+            .copied()
     }
 
-    /// Offset of the last index entry at or before `npt_ns`.
-    pub fn index_at_or_before(&self, npt_ns: u64) -> Option<u64> {
+    /// Offset of the last index entry at or before `npt_ns`, among those
+    /// before `limit`.
+    pub fn index_at_or_before(&self, npt_ns: u64, limit: u64) -> Option<u64> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let after = index.partition_point(|e| e.media_time_ns <= npt_ns);
+        let after = index.partition_point(|e| e.media_time_ns <= npt_ns && e.offset < limit);
         after
             .checked_sub(1)
             .and_then(|i| index.get(i))

@@ -15,16 +15,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use crate::format::{self, Trailer};
+use crate::fsutil::{remove_tree, TRASH_PREFIX};
 use crate::presentation::{dir_for_key, PresState, Presentation, PLAYED_FILE};
 use crate::reader::Reader;
-use crate::recover::Mode;
+use crate::recover::{id_of, Loaded, Mode};
 use crate::syncer::Syncer;
-use crate::verify::{verify_presentation, VerifyReport};
+use crate::verify::{verify_orphan, verify_presentation, VerifyReport};
 use crate::writer::Writer;
 use crate::{fsutil, recover, CacheError, Metadata, NptSpan, PresentationState, TrackMeta};
 
 const LOCK_FILE: &str = ".lock";
-const TRASH_PREFIX: &str = ".trash-";
 /// Smallest segment size accepted: room for the header, a full-size RTP
 /// packet and a trailer.
 pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
@@ -58,6 +58,23 @@ pub struct EntryInfo {
     pub writing: bool,
 }
 
+/// A directory in the store that is not a presentation it can play: segments
+/// without usable metadata (an orphan), metadata that contradicts itself,
+/// or metadata of another format version. Opened for writing, the store
+/// reclaims the first two at open; read-only it lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanInfo {
+    /// The directory's name.
+    pub id: String,
+    pub path: PathBuf,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Segment files in it.
+    pub segments: usize,
+    /// Why it is not a presentation.
+    pub reason: String,
+}
+
 /// The store. Cloning is cheap; all clones share one store.
 #[derive(Clone)]
 pub struct Store {
@@ -72,6 +89,11 @@ pub(crate) struct Inner {
     mode: Mode,
     /// Presentations evicted for the budget since the store was opened.
     evictions: AtomicU64,
+    /// Corrupt records found since the store was opened (at open and by
+    /// cursors); shared with every presentation.
+    corrupt: Arc<AtomicU64>,
+    /// Directories that are not presentations, found at open.
+    orphans: Vec<OrphanInfo>,
     /// Held for the store's lifetime: the directory lock (not taken
     /// read-only).
     _lock: Option<File>,
@@ -128,6 +150,8 @@ impl Store {
         };
         let mut problems = Vec::new();
         let mut entries: HashMap<String, Arc<Presentation>> = HashMap::new();
+        let mut orphans = Vec::new();
+        let corrupt = Arc::new(AtomicU64::new(0));
         for entry in fs::read_dir(root).map_err(|e| CacheError::io(root, e))? {
             let entry = entry.map_err(|e| CacheError::io(root, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -142,15 +166,18 @@ impl Store {
             if name.starts_with('.') || !path.is_dir() {
                 continue;
             }
-            match recover::load_presentation(&path, mode, &mut problems) {
-                Ok(None) => {}
-                Ok(Some(p)) if entries.contains_key(&p.key) => problems.push(CacheError::corrupt(
-                    p.meta_path(),
-                    0,
-                    format!("a second presentation for key {}; skipped", p.key),
-                )),
-                Ok(Some(p)) => {
-                    entries.insert(p.key.clone(), Arc::new(p));
+            match recover::load_presentation(&path, mode, &corrupt, &mut problems) {
+                Ok(Loaded::Nothing) => {}
+                Ok(Loaded::NotPresentation(info)) => orphans.push(info),
+                Ok(Loaded::Presentation(p)) if entries.contains_key(&p.key) => {
+                    problems.push(CacheError::corrupt(
+                        p.meta_path(),
+                        0,
+                        format!("a second presentation for key {}; skipped", p.key),
+                    ))
+                }
+                Ok(Loaded::Presentation(p)) => {
+                    entries.insert(p.key.clone(), Arc::new(*p));
                 }
                 Err(e) => problems.push(e),
             }
@@ -163,6 +190,8 @@ impl Store {
             syncer,
             mode,
             evictions: AtomicU64::new(0),
+            corrupt,
+            orphans,
             _lock: lock,
         };
         Ok((
@@ -200,6 +229,7 @@ impl Store {
                         },
                         runs: Vec::new(),
                         max_run: 0,
+                        cut: None,
                     };
                     let pres = Arc::new(Presentation::new(
                         key.to_string(),
@@ -207,6 +237,7 @@ impl Store {
                         state,
                         0,
                         fsutil::now_ns(),
+                        self.inner.corrupt.clone(),
                     ));
                     pres.writing.store(true, Ordering::Release);
                     entries.insert(key.to_string(), pres.clone());
@@ -276,16 +307,13 @@ impl Store {
             .iter()
             .map(|p| {
                 let state = p.lock();
+                let spans = state.spans();
                 EntryInfo {
-                    id: p
-                        .dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    id: id_of(&p.dir),
                     key: p.key.clone(),
-                    state: state.meta.state,
+                    state: state.live_state(&spans),
                     bytes: p.bytes.load(Ordering::Relaxed),
-                    spans: state.spans(),
+                    spans,
                     tracks: state.meta.tracks.clone(),
                     last_played: UNIX_EPOCH
                         + Duration::from_nanos(p.last_played_ns.load(Ordering::Relaxed)),
@@ -333,23 +361,72 @@ impl Store {
         self.inner.evict(0)
     }
 
-    /// Checks every record checksum of `key`'s segments (or of all
-    /// presentations), sealed or still being written, and sealed segments'
-    /// trailers. Safe while writers and readers are at work.
-    pub fn verify(&self, key: Option<&str>) -> Vec<VerifyReport> {
+    /// Checks every segment file of the presentation named `which` (a key
+    /// or an id; an orphan's id too), or of all presentations and orphans:
+    /// headers, every record checksum (past damage too, so each damaged
+    /// stretch is reported), sealed segments' trailers, files a cut left
+    /// behind. Empty if `which` names nothing. Safe while writers and
+    /// readers are at work.
+    pub fn verify(&self, which: Option<&str>) -> Vec<VerifyReport> {
         let presentations: Vec<_> = {
             let entries = self.inner.entries();
-            match key {
-                Some(key) => entries.get(key).cloned().into_iter().collect(),
+            match which {
+                Some(which) => self.find(&entries, which).cloned().into_iter().collect(),
                 None => entries.values().cloned().collect(),
             }
         };
         let mut reports: Vec<_> = presentations
             .iter()
-            .map(|p| verify_presentation(p))
+            .map(|p| verify_presentation(p, self.inner.mode == Mode::ReadOnly))
             .collect();
-        reports.sort_by(|a, b| a.key.cmp(&b.key));
+        reports.extend(
+            self.inner
+                .orphans
+                .iter()
+                .filter(|o| which.is_none_or(|w| w == o.id))
+                .filter(|o| o.path.exists())
+                .map(verify_orphan),
+        );
+        reports.sort_by(|a, b| (&a.key, &a.id).cmp(&(&b.key, &b.id)));
         reports
+    }
+
+    /// The key of the presentation named `id_or_key` (its key, or its id
+    /// as [`EntryInfo::id`] shows it).
+    pub fn resolve(&self, id_or_key: &str) -> Option<String> {
+        let entries = self.inner.entries();
+        self.find(&entries, id_or_key).map(|p| p.key.clone())
+    }
+
+    fn find<'a>(
+        &self,
+        entries: &'a HashMap<String, Arc<Presentation>>,
+        id_or_key: &str,
+    ) -> Option<&'a Arc<Presentation>> {
+        entries
+            .get(id_or_key)
+            .or_else(|| entries.values().find(|p| id_of(&p.dir) == id_or_key))
+    }
+
+    /// Directories that are not presentations (see [`OrphanInfo`]): what
+    /// open found and did not reclaim.
+    pub fn orphans(&self) -> Vec<OrphanInfo> {
+        let mut orphans: Vec<_> = self
+            .inner
+            .orphans
+            .iter()
+            .filter(|o| o.path.exists())
+            .cloned()
+            .collect();
+        orphans.sort_by(|a, b| a.id.cmp(&b.id));
+        orphans
+    }
+
+    /// Corrupt records found since the store was opened: damage cut at open
+    /// (one per damaged stretch that cut a run) and corrupt records cursors
+    /// skipped (each counted once).
+    pub fn corrupt_records(&self) -> u64 {
+        self.inner.corrupt.load(Ordering::Relaxed)
     }
 
     /// Bytes of all presentations' files.
@@ -453,25 +530,10 @@ impl Inner {
             .collect()
     }
 
-    /// Deletes a presentation already taken out of the map: its directory is
-    /// first renamed away, so a crash halfway leaves no half-deleted entry.
+    /// Deletes a presentation already taken out of the map.
     fn remove(&self, pres: &Presentation) {
         pres.removed.store(true, Ordering::Release);
-        let name = pres
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let trash = self
-            .root
-            .join(format!("{TRASH_PREFIX}{name}-{}", fsutil::now_ns()));
-        match fs::rename(&pres.dir, &trash) {
-            Ok(()) => remove_tree(&trash),
-            Err(e) => {
-                warn!(path = %pres.dir.display(), error = %e, "cannot move presentation away; deleting in place");
-                remove_tree(&pres.dir);
-            }
-        }
+        fsutil::trash_and_remove(&pres.dir);
     }
 }
 
@@ -491,10 +553,4 @@ fn lock(root: &Path) -> Result<File, CacheError> {
         });
     }
     Ok(lock)
-}
-
-fn remove_tree(path: &Path) {
-    if let Err(e) = fs::remove_dir_all(path) {
-        warn!(path = %path.display(), error = %e, "cannot delete");
-    }
 }

@@ -14,15 +14,19 @@ use crate::daemon::open_store;
 
 #[derive(Subcommand)]
 pub enum CacheAction {
-    /// List cached presentations.
+    /// List cached presentations (id, state, bytes, held, key) and the
+    /// directories that are not presentations (orphans).
     Ls,
-    /// Check every record's checksum; exits 1 if anything is corrupt.
+    /// Check every segment of every presentation (or of one, by key or id)
+    /// from its bytes on disk; exits 1 if anything is damaged, or if the key
+    /// or id is unknown.
     Verify {
-        /// Only this presentation key.
+        /// Only this presentation: its key or its id (as `cache ls` shows).
         key: Option<String>,
     },
     /// Remove a presentation from the cache.
     Purge {
+        /// Its key or its id (as `cache ls` shows).
         key: String,
         /// Remove it even while it is being played or recorded.
         #[arg(long)]
@@ -34,27 +38,56 @@ pub fn run(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
     match action {
         CacheAction::Ls => {
             let store = open_store(config, true)?;
-            println!("{:<10} {:>12} {:>10}  key", "state", "bytes", "held");
+            println!(
+                "{:<18} {:<10} {:>12} {:>10}  key",
+                "id", "state", "bytes", "held"
+            );
             for entry in store.list() {
                 let held = NptSpan::total(&entry.spans);
                 println!(
-                    "{:<10} {:>12} {:>9.1}s  {}",
+                    "{:<18} {:<10} {:>12} {:>9.1}s  {}",
+                    entry.id,
                     format!("{:?}", entry.state).to_lowercase(),
                     entry.bytes,
                     held.as_secs_f64(),
                     entry.key
                 );
             }
+            let orphans = store.orphans();
+            if !orphans.is_empty() {
+                println!();
+                println!("not presentations (reclaimed when the daemon next opens the cache, unless another version's):");
+                println!("{:<18} {:>8} {:>12}  why", "id", "segments", "bytes");
+                for orphan in orphans {
+                    println!(
+                        "{:<18} {:>8} {:>12}  {}",
+                        orphan.id, orphan.segments, orphan.bytes, orphan.reason
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         CacheAction::Verify { key } => {
             let store = open_store(config, true)?;
+            let reports = store.verify(key.as_deref());
+            if let (Some(key), true) = (&key, reports.is_empty()) {
+                eprintln!(
+                    "cannot verify {key}: no presentation or directory with that key or id in {}",
+                    config.cache.dir.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             let mut bad = false;
-            for report in store.verify(key.as_deref()) {
-                let verdict = if report.is_ok() { "ok" } else { "CORRUPT" };
+            for report in reports {
+                let verdict = if report.is_ok() { "ok" } else { "DAMAGED" };
+                let name = if report.key.is_empty() {
+                    "(orphan: no usable metadata)"
+                } else {
+                    &report.key
+                };
                 println!(
-                    "{verdict}: {} ({} segments, {} records, {} bytes)",
-                    report.key, report.segments, report.records, report.bytes
+                    "{verdict}: {} {name} ({} segments, {} records, {} bytes)",
+                    report.id, report.segments, report.records, report.bytes
                 );
                 for problem in &report.problems {
                     println!("  {problem}");
@@ -80,10 +113,13 @@ fn purge(config: &Config, key: &str, force: bool) -> anyhow::Result<ExitCode> {
         Err(e) if is_locked(&e) => return purge_via_admin(config, key, force),
         Err(e) => return Err(e),
     };
+    let Some(resolved) = store.resolve(key) else {
+        anyhow::bail!("cannot purge {key}: no presentation with that key or id in the cache");
+    };
     store
-        .purge(key, force)
-        .with_context(|| format!("cannot purge {key}"))?;
-    println!("purged {key}");
+        .purge(&resolved, force)
+        .with_context(|| format!("cannot purge {resolved}"))?;
+    println!("purged {resolved}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,7 +158,7 @@ fn purge_via_admin(config: &Config, key: &str, force: bool) -> anyhow::Result<Ex
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["key"].as_str() == Some(key))
+        .find(|p| p["key"].as_str() == Some(key) || p["id"].as_str() == Some(key))
         .and_then(|p| p["id"].as_str().map(str::to_owned));
     let Some(id) = id else {
         anyhow::bail!("cannot purge {key}: not in the cache");
