@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use crate::format::{self, Trailer};
+use crate::fsutil::DiskSpace;
 use crate::presentation::{dir_for_key, PresState, Presentation, PLAYED_FILE};
 use crate::reader::Reader;
 use crate::recover::Mode;
@@ -28,6 +29,47 @@ const TRASH_PREFIX: &str = ".trash-";
 /// Smallest segment size accepted: room for the header, a full-size RTP
 /// packet and a trailer.
 pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
+/// Space a new segment leaves free on the file system: for the metadata
+/// files the store rewrites (atomically, through a temporary copy) as it
+/// records and seals.
+pub(crate) const DISK_RESERVE: u64 = 256 * 1024;
+/// Segments are sized in whole pages.
+const SEGMENT_GRAIN: u64 = 4096;
+
+/// Why no segment can be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortage {
+    /// The disk budget has less room than the smallest segment.
+    Budget,
+    /// The file system has less free space than the smallest segment.
+    Disk,
+}
+
+/// The bytes to preallocate for a new segment: the configured
+/// `segment_max`, or less when the file system (`available`, keeping
+/// [`DISK_RESERVE`] free) or the budget (`headroom`) has less room, down to
+/// `floor` (what the segment's first record needs, or [`MIN_SEGMENT_BYTES`]
+/// if more: no smaller slivers) — a smaller last segment rather than none.
+pub(crate) fn segment_bytes(
+    segment_max: u64,
+    available: u64,
+    headroom: u64,
+    floor: u64,
+) -> Result<u64, Shortage> {
+    let floor = floor.max(MIN_SEGMENT_BYTES).min(segment_max);
+    if headroom < floor {
+        return Err(Shortage::Budget);
+    }
+    let on_disk = available.saturating_sub(DISK_RESERVE);
+    if on_disk < floor {
+        return Err(Shortage::Disk);
+    }
+    let bytes = segment_max.min(on_disk).min(headroom);
+    // Whole pages when that still leaves the floor.
+    Ok(Some(bytes - bytes % SEGMENT_GRAIN)
+        .filter(|&b| b >= floor)
+        .unwrap_or(bytes))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -357,6 +399,11 @@ impl Store {
         self.inner.used_bytes(&self.inner.entries())
     }
 
+    /// Free and total space of the file system holding the store.
+    pub fn disk_space(&self) -> std::io::Result<DiskSpace> {
+        fsutil::disk_space(&self.inner.root)
+    }
+
     pub fn config(&self) -> StoreConfig {
         self.inner.cfg
     }
@@ -402,29 +449,77 @@ impl Inner {
         room.min(format::MAX_PAYLOAD)
     }
 
-    /// Makes room for a new segment of `bytes`: evicts, then fails with
-    /// [`CacheError::OverBudget`] if it still does not fit.
-    pub fn make_room(&self, bytes: u64, key: &str) -> Result<(), CacheError> {
-        self.evict(bytes);
-        if self.used_bytes(&self.entries()) + bytes > self.cfg.budget_bytes {
-            return Err(CacheError::OverBudget {
-                key: key.to_string(),
-                bytes,
-                budget: self.cfg.budget_bytes,
-            });
+    /// The size of `key`'s next segment, whose first record needs `floor`
+    /// bytes: as large as the configured segment size, the disk budget and
+    /// the file system's free space allow ([`segment_bytes`]). Evicts for
+    /// the budget first, then, while even `floor` does not fit on the disk,
+    /// least recently played unpinned presentations.
+    pub fn segment_room(&self, floor: u64, key: &str) -> Result<u64, CacheError> {
+        let want = self.cfg.segment_max_bytes;
+        // The smallest segment, as the errors report it.
+        let least = floor.max(MIN_SEGMENT_BYTES).min(want);
+        self.evict(want);
+        loop {
+            let headroom = self
+                .cfg
+                .budget_bytes
+                .saturating_sub(self.used_bytes(&self.entries()));
+            let available = self.available_bytes();
+            match segment_bytes(want, available, headroom, floor) {
+                Ok(bytes) => return Ok(bytes),
+                Err(Shortage::Budget) => {
+                    return Err(CacheError::OverBudget {
+                        key: key.to_string(),
+                        bytes: least,
+                        budget: self.cfg.budget_bytes,
+                    })
+                }
+                Err(Shortage::Disk) => {
+                    if self.evict_for_disk(floor).is_empty() {
+                        return Err(CacheError::DiskFull {
+                            path: self.root.clone(),
+                            bytes: least,
+                            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                        });
+                    }
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Bytes the store's file system has free; unknown (a `statvfs`
+    /// failure) is unlimited, and the space reservation has the last word.
+    fn available_bytes(&self) -> u64 {
+        fsutil::disk_space(&self.root).map_or(u64::MAX, |s| s.available)
+    }
+
+    /// Evicts least recently played unpinned presentations until `bytes`
+    /// more (and the [`DISK_RESERVE`]) are free on the file system, at least
+    /// one if it looked free already (a reservation found it was not).
+    pub fn evict_for_disk(&self, bytes: u64) -> Vec<String> {
+        let short = (bytes + DISK_RESERVE)
+            .saturating_sub(self.available_bytes())
+            .max(1);
+        self.evict_while(|_, freed| freed < short)
     }
 
     /// Evicts until `extra` more bytes fit the budget, or nothing evictable
     /// is left.
     fn evict(&self, extra: u64) -> Vec<String> {
+        let budget = self.cfg.budget_bytes;
+        self.evict_while(|used, _| used + extra > budget)
+    }
+
+    /// Evicts least recently played unpinned presentations while `more(used,
+    /// freed)` says so (bytes the store uses, bytes evicted so far).
+    fn evict_while(&self, more: impl Fn(u64, u64) -> bool) -> Vec<String> {
         if self.mode == Mode::ReadOnly {
             return Vec::new();
         }
         let victims = {
             let mut entries = self.entries();
             let mut used = self.used_bytes(&entries);
+            let mut freed = 0;
             let mut candidates: Vec<_> = entries
                 .values()
                 .filter(|p| !p.is_pinned())
@@ -433,10 +528,12 @@ impl Inner {
             candidates.sort_by_key(|p| p.last_played_ns.load(Ordering::Relaxed));
             let mut victims = Vec::new();
             for p in candidates {
-                if used + extra <= self.cfg.budget_bytes {
+                if !more(used, freed) {
                     break;
                 }
-                used = used.saturating_sub(p.bytes.load(Ordering::Relaxed));
+                let bytes = p.bytes.load(Ordering::Relaxed);
+                used = used.saturating_sub(bytes);
+                freed += bytes;
                 entries.remove(&p.key);
                 victims.push(p);
             }
@@ -496,5 +593,57 @@ fn lock(root: &Path) -> Result<File, CacheError> {
 fn remove_tree(path: &Path) {
     if let Err(e) = fs::remove_dir_all(path) {
         warn!(path = %path.display(), error = %e, "cannot delete");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_segment_is_full_size_when_there_is_room() {
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 10 << 30, 2000),
+            Ok(64 * MIB)
+        );
+    }
+
+    #[test]
+    fn a_segment_shrinks_to_the_free_space_and_the_budget() {
+        // 1.5 MB free: what is left after the reserve, in whole pages.
+        let free = 1_500_000;
+        let bytes = segment_bytes(64 * MIB, free, 10 << 30, 2000).unwrap();
+        assert!(bytes <= free - DISK_RESERVE && bytes > free - DISK_RESERVE - 4096);
+        assert_eq!(bytes % 4096, 0);
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 3 * MIB, 2000),
+            Ok(3 * MIB)
+        );
+    }
+
+    #[test]
+    fn no_segment_below_the_floor() {
+        let floor = MIN_SEGMENT_BYTES;
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor - 1, 10 << 30, 2000),
+            Err(Shortage::Disk)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor, 10 << 30, 2000),
+            Ok(floor)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, floor - 1, 2000),
+            Err(Shortage::Budget)
+        );
+        // A large first record raises the floor.
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + MIB, 10 << 30, MIB + 1),
+            Err(Shortage::Disk)
+        );
+        // A configured segment smaller than the floor is the floor.
+        assert_eq!(segment_bytes(MIB, 10 << 30, MIB, 2 * MIB), Ok(MIB));
     }
 }

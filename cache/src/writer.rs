@@ -4,8 +4,11 @@
 //! the mapping with a CRC-32C over them, and an atomic store that publishes
 //! the record to readers. A segment is created with its whole size reserved
 //! (`posix_fallocate`), so writing through the mapping cannot hit a full disk
-//! (which would be a SIGBUS); a reservation that fails stops the writer with
-//! [`CacheError::DiskFull`] and leaves everything written readable.
+//! (which would be a SIGBUS). Its size is the configured one, or what the
+//! disk budget and the file system's free space leave (a smaller last
+//! segment rather than none); when not even the smallest segment fits,
+//! unpinned presentations are evicted, and only then does the writer stop
+//! with [`CacheError::DiskFull`], leaving everything written readable.
 
 use std::fs::{self, OpenOptions};
 use std::sync::atomic::Ordering;
@@ -107,7 +110,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|a| a.fits(need, rec.media_time.as_ns(), max_duration))
         {
-            if let Err(e) = self.roll(rec.media_time.as_ns()) {
+            if let Err(e) = self.roll(rec.media_time.as_ns(), need) {
                 return Err(self.stop(e));
             }
         }
@@ -178,16 +181,34 @@ impl Writer {
     }
 
     /// Seals the open segment (if any) and opens the next one.
-    fn roll(&mut self, first_ns: u64) -> Result<(), CacheError> {
+    fn roll(&mut self, first_ns: u64, need: usize) -> Result<(), CacheError> {
         self.seal_active()?;
-        self.open_segment(first_ns)
+        self.open_segment(first_ns, need)
     }
 
-    fn open_segment(&mut self, first_ns: u64) -> Result<(), CacheError> {
-        let cfg = self.store.cfg;
-        self.store
-            .make_room(cfg.segment_max_bytes, &self.pres.key)?;
-        let capacity = cfg.segment_max_bytes as usize; // checked at Store::open
+    /// Opens the next segment, its first record needing `need` bytes. Its
+    /// size adapts to the space there is (see [`segment_bytes`]): evicting
+    /// unpinned presentations when even the smallest segment does not fit,
+    /// and trying once more when the reservation itself finds the disk full
+    /// (the space seen may be taken by then).
+    fn open_segment(&mut self, first_ns: u64, need: usize) -> Result<(), CacheError> {
+        let floor = (HEADER_LEN + need + Trailer::encoded_len(1)) as u64;
+        let mut evicted = false;
+        loop {
+            let bytes = self.store.segment_room(floor, &self.pres.key)?;
+            match self.create_segment(first_ns, bytes) {
+                Err(CacheError::DiskFull { .. }) if !evicted => {
+                    evicted = true;
+                    self.store.evict_for_disk(bytes);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Creates and maps a segment of `bytes`, its space reserved.
+    fn create_segment(&mut self, first_ns: u64, bytes: u64) -> Result<(), CacheError> {
+        let capacity = usize::try_from(bytes).unwrap_or(usize::MAX);
         let run_start_ns = *self.run_start_ns.get_or_insert(first_ns);
         let name = segment_name(self.run, self.next_seq);
         let path = self.pres.dir.join(&name);
@@ -199,12 +220,12 @@ impl Writer {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| CacheError::io(&tmp, e))?;
-        let prepared = fsutil::reserve(&file, cfg.segment_max_bytes)
+        let prepared = fsutil::reserve(&file, bytes)
             .map_err(|e| {
                 if fsutil::is_out_of_space(&e) {
                     CacheError::DiskFull {
                         path: path.clone(),
-                        bytes: cfg.segment_max_bytes,
+                        bytes,
                         source: e,
                     }
                 } else {
@@ -224,7 +245,7 @@ impl Writer {
                     self.next_seq,
                     run_start_ns,
                     fsutil::now_ns(),
-                    cfg.segment_max_bytes,
+                    bytes,
                 );
                 map[..HEADER_LEN].copy_from_slice(&header.encode());
                 fs::rename(&tmp, &path).map_err(|e| CacheError::io(&path, e))?;
@@ -247,9 +268,7 @@ impl Writer {
             max_ns: 0,
             index: Vec::new(),
         });
-        self.pres
-            .bytes
-            .fetch_add(cfg.segment_max_bytes, Ordering::Relaxed);
+        self.pres.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.pres.lock().add_segment(segment.clone());
         self.next_seq += 1;
         let sync = SyncTarget::new(file, path);
