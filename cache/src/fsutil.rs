@@ -53,10 +53,16 @@ pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let frsize = u64::from(st.f_frsize).max(1);
+    // The field types are narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (frsize, bavail, blocks) = (
+        u64::from(st.f_frsize).max(1),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
     Ok(DiskSpace {
-        available: u64::from(st.f_bavail).saturating_mul(frsize),
-        total: u64::from(st.f_blocks).saturating_mul(frsize),
+        available: bavail.saturating_mul(frsize),
+        total: blocks.saturating_mul(frsize),
     })
 }
 

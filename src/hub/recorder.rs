@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use streamcache_cache::{
-    CacheError, Metadata, PresentationState, RecordFlags, RecordIn, RecordKind, Store, TrackMeta, Writer,
+    CacheError, Metadata, PresentationState, RecordFlags, RecordIn, RecordKind, Store, TrackMeta,
+    Writer,
 };
 use streamcache_rtsp::rtp::RtpView;
 use streamcache_types::{Npt, NptSpan};

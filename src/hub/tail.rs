@@ -109,11 +109,7 @@ pub struct TailCursor {
 }
 
 impl TailCursor {
-    pub fn tail(&self) -> &Tail {
-        &self.tail
-    }
-
-    pub fn next(&mut self) -> TailRead {
+    pub fn read(&mut self) -> TailRead {
         let buf = self.tail.lock();
         if self.next < buf.base {
             return TailRead::Lost;
@@ -146,7 +142,7 @@ mod tests {
     }
 
     fn read(cursor: &mut TailCursor) -> Option<u8> {
-        match cursor.next() {
+        match cursor.read() {
             TailRead::Packet(p) => Some(p.data[0]),
             _ => None,
         }
@@ -157,14 +153,14 @@ mod tests {
         let tail = Arc::new(Tail::new(true, vec![packet(1, 10)]));
         let mut early = tail.cursor();
         assert_eq!(read(&mut early), Some(1));
-        assert!(matches!(early.next(), TailRead::Wait));
+        assert!(matches!(early.read(), TailRead::Wait));
         tail.push(packet(2, 10));
         let mut late = tail.cursor();
         assert_eq!(read(&mut late), Some(1));
         assert_eq!(read(&mut late), Some(2));
         assert_eq!(read(&mut early), Some(2));
         tail.close();
-        assert!(matches!(early.next(), TailRead::End));
+        assert!(matches!(early.read(), TailRead::End));
     }
 
     #[test]
@@ -174,8 +170,8 @@ mod tests {
         let big = TAIL_MAX_BYTES / 2 + 1;
         tail.push(packet(1, big));
         tail.push(packet(2, big)); // over the bound: packet 1 goes
-        assert!(matches!(behind.next(), TailRead::Lost));
+        assert!(matches!(behind.read(), TailRead::Lost));
         let mut fresh = tail.cursor();
-        assert!(matches!(fresh.next(), TailRead::Lost));
+        assert!(matches!(fresh.read(), TailRead::Lost));
     }
 }
