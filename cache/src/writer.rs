@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::format::{self, IndexBuilder, SegmentHeader, Trailer, HEADER_LEN};
 use crate::presentation::{segment_name, Presentation};
 use crate::segment::{Segment, SegmentInit};
-use crate::store::Inner;
+use crate::store::{Inner, MIN_SEGMENT_BYTES};
 use crate::syncer::SyncTarget;
 use crate::{fsutil, CacheError, Metadata, PresentationState, RecordIn};
 
@@ -379,5 +379,99 @@ impl Drop for Writer {
                 warn!(key = %self.pres.key, error = %e, "writer dropped: cannot seal");
             }
         }
+    }
+}
+
+/// Space a new segment leaves free on the file system: for the metadata
+/// files the store rewrites (atomically, through a temporary copy) as it
+/// records and seals.
+pub(crate) const DISK_RESERVE: u64 = 256 * 1024;
+/// Segments are sized in whole pages.
+const SEGMENT_GRAIN: u64 = 4096;
+
+/// Why no segment can be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortage {
+    /// The disk budget has less room than the smallest segment.
+    Budget,
+    /// The file system has less free space than the smallest segment.
+    Disk,
+}
+
+/// The bytes to preallocate for a new segment: the configured
+/// `segment_max`, or less when the file system (`available`, keeping
+/// [`DISK_RESERVE`] free) or the budget (`headroom`) has less room, down to
+/// `floor` (what the segment's first record needs, or [`MIN_SEGMENT_BYTES`]
+/// if more: no smaller slivers) — a smaller last segment rather than none.
+pub(crate) fn segment_bytes(
+    segment_max: u64,
+    available: u64,
+    headroom: u64,
+    floor: u64,
+) -> Result<u64, Shortage> {
+    let floor = floor.max(MIN_SEGMENT_BYTES).min(segment_max);
+    if headroom < floor {
+        return Err(Shortage::Budget);
+    }
+    let on_disk = available.saturating_sub(DISK_RESERVE);
+    if on_disk < floor {
+        return Err(Shortage::Disk);
+    }
+    let bytes = segment_max.min(on_disk).min(headroom);
+    // Whole pages when that still leaves the floor.
+    Ok(Some(bytes - bytes % SEGMENT_GRAIN)
+        .filter(|&b| b >= floor)
+        .unwrap_or(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_segment_is_full_size_when_there_is_room() {
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 10 << 30, 2000),
+            Ok(64 * MIB)
+        );
+    }
+
+    #[test]
+    fn a_segment_shrinks_to_the_free_space_and_the_budget() {
+        // 1.5 MB free: what is left after the reserve, in whole pages.
+        let free = 1_500_000;
+        let bytes = segment_bytes(64 * MIB, free, 10 << 30, 2000).unwrap();
+        assert!(bytes <= free - DISK_RESERVE && bytes > free - DISK_RESERVE - 4096);
+        assert_eq!(bytes % 4096, 0);
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 3 * MIB, 2000),
+            Ok(3 * MIB)
+        );
+    }
+
+    #[test]
+    fn no_segment_below_the_floor() {
+        let floor = MIN_SEGMENT_BYTES;
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor - 1, 10 << 30, 2000),
+            Err(Shortage::Disk)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor, 10 << 30, 2000),
+            Ok(floor)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, floor - 1, 2000),
+            Err(Shortage::Budget)
+        );
+        // A large first record raises the floor.
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + MIB, 10 << 30, MIB + 1),
+            Err(Shortage::Disk)
+        );
+        // A configured segment smaller than the floor is the floor.
+        assert_eq!(segment_bytes(MIB, 10 << 30, MIB, 2 * MIB), Ok(MIB));
     }
 }
