@@ -46,6 +46,26 @@ pub fn open_store(config: &Config, read_only: bool) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// A disk budget larger than the file system cannot be kept: the disk fills
+/// before eviction starts, and recordings stop short (see the writer). Said
+/// once at start, naming both sizes, rather than discovered at the first
+/// full disk.
+fn warn_if_budget_exceeds_disk(store: &Store) {
+    let budget = store.config().budget_bytes;
+    match store.disk_space() {
+        Ok(space) if budget > space.total => warn!(
+            dir = %store.root().display(),
+            disk_budget = budget,
+            filesystem_bytes = space.total,
+            "cache.disk_budget is larger than the cache's file system: recordings will stop when the disk is full"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            warn!(dir = %store.root().display(), error = %e, "cannot read the cache file system's size")
+        }
+    }
+}
+
 /// Runs the daemon on the configuration file at `path`; with `ready_file`,
 /// writes the bound addresses there once every listener is bound.
 pub fn serve(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -76,6 +96,7 @@ async fn run_server(
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
     let store = open_store(config, false)?;
+    warn_if_budget_exceeds_disk(&store);
     let mounts = Mounts::from_config(config);
     if mounts.is_empty() {
         warn!("no mounts configured: every request will be answered 404 until [[mount]] sections are added");

@@ -32,6 +32,40 @@ pub fn is_out_of_space(e: &io::Error) -> bool {
     )
 }
 
+/// Space on the file system holding a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer may still allocate.
+    pub available: u64,
+    /// The file system's size.
+    pub total: u64,
+}
+
+/// `statvfs(2)` of the file system holding `path`.
+pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `statvfs` is plain old data; zeroed is a valid value for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a pointer to a local struct.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The field types are narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (frsize, bavail, blocks) = (
+        u64::from(st.f_frsize).max(1),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
+    Ok(DiskSpace {
+        available: bavail.saturating_mul(frsize),
+        total: blocks.saturating_mul(frsize),
+    })
+}
+
 /// Takes an exclusive advisory lock on `file`, failing at once if another
 /// open file description holds it.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {

@@ -29,7 +29,8 @@
 //!   after open skips exactly the damaged bytes.
 //! - **Eviction**: [`Store::evict_to_budget`] removes least-recently-played
 //!   presentations until the store fits its budget, never one with a reader
-//!   or a writer. It also runs whenever a writer starts a new segment.
+//!   or a writer. It also runs whenever a writer starts a new segment, and
+//!   when the file system has too little free space for the smallest one.
 //!
 //! The index of entries is a `HashMap` under a mutex, not `moka`: eviction has
 //! to skip pinned entries (open readers or a writer) and delete files
@@ -57,6 +58,7 @@ mod verify;
 mod writer;
 
 pub use error::CacheError;
+pub use fsutil::DiskSpace;
 pub use meta::{
     parse_metadata, CacheHeaders, Metadata, NptRange, NptSpan, PresentationState, TrackMeta,
 };

@@ -15,20 +15,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use crate::format::{self, Trailer};
-use crate::fsutil::{remove_tree, TRASH_PREFIX};
+use crate::fsutil::{remove_tree, DiskSpace, TRASH_PREFIX};
 use crate::presentation::{dir_for_key, PresState, Presentation, PLAYED_FILE};
 use crate::reader::Reader;
 use crate::recover::{id_of, Loaded, Mode};
 use crate::syncer::Syncer;
 use crate::verify::{verify_orphan, verify_presentation, VerifyReport};
-use crate::writer::Writer;
+use crate::writer::{segment_bytes, Shortage, Writer, DISK_RESERVE};
 use crate::{fsutil, recover, CacheError, Metadata, NptSpan, PresentationState, TrackMeta};
 
 const LOCK_FILE: &str = ".lock";
 /// Smallest segment size accepted: room for the header, a full-size RTP
 /// packet and a trailer.
 pub const MIN_SEGMENT_BYTES: u64 = 128 * 1024;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Disk budget for all segment and metadata files.
@@ -434,6 +433,11 @@ impl Store {
         self.inner.used_bytes(&self.inner.entries())
     }
 
+    /// Free and total space of the file system holding the store.
+    pub fn disk_space(&self) -> std::io::Result<DiskSpace> {
+        fsutil::disk_space(&self.inner.root)
+    }
+
     pub fn config(&self) -> StoreConfig {
         self.inner.cfg
     }
@@ -479,29 +483,77 @@ impl Inner {
         room.min(format::MAX_PAYLOAD)
     }
 
-    /// Makes room for a new segment of `bytes`: evicts, then fails with
-    /// [`CacheError::OverBudget`] if it still does not fit.
-    pub fn make_room(&self, bytes: u64, key: &str) -> Result<(), CacheError> {
-        self.evict(bytes);
-        if self.used_bytes(&self.entries()) + bytes > self.cfg.budget_bytes {
-            return Err(CacheError::OverBudget {
-                key: key.to_string(),
-                bytes,
-                budget: self.cfg.budget_bytes,
-            });
+    /// The size of `key`'s next segment, whose first record needs `floor`
+    /// bytes: as large as the configured segment size, the disk budget and
+    /// the file system's free space allow ([`segment_bytes`]). Evicts for
+    /// the budget first, then, while even `floor` does not fit on the disk,
+    /// least recently played unpinned presentations.
+    pub fn segment_room(&self, floor: u64, key: &str) -> Result<u64, CacheError> {
+        let want = self.cfg.segment_max_bytes;
+        // The smallest segment, as the errors report it.
+        let least = floor.max(MIN_SEGMENT_BYTES).min(want);
+        self.evict(want);
+        loop {
+            let headroom = self
+                .cfg
+                .budget_bytes
+                .saturating_sub(self.used_bytes(&self.entries()));
+            let available = self.available_bytes();
+            match segment_bytes(want, available, headroom, floor) {
+                Ok(bytes) => return Ok(bytes),
+                Err(Shortage::Budget) => {
+                    return Err(CacheError::OverBudget {
+                        key: key.to_string(),
+                        bytes: least,
+                        budget: self.cfg.budget_bytes,
+                    })
+                }
+                Err(Shortage::Disk) => {
+                    if self.evict_for_disk(floor).is_empty() {
+                        return Err(CacheError::DiskFull {
+                            path: self.root.clone(),
+                            bytes: least,
+                            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                        });
+                    }
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Bytes the store's file system has free; unknown (a `statvfs`
+    /// failure) is unlimited, and the space reservation has the last word.
+    fn available_bytes(&self) -> u64 {
+        fsutil::disk_space(&self.root).map_or(u64::MAX, |s| s.available)
+    }
+
+    /// Evicts least recently played unpinned presentations until `bytes`
+    /// more (and the [`DISK_RESERVE`]) are free on the file system, at least
+    /// one if it looked free already (a reservation found it was not).
+    pub fn evict_for_disk(&self, bytes: u64) -> Vec<String> {
+        let short = (bytes + DISK_RESERVE)
+            .saturating_sub(self.available_bytes())
+            .max(1);
+        self.evict_while(|_, freed| freed < short)
     }
 
     /// Evicts until `extra` more bytes fit the budget, or nothing evictable
     /// is left.
     fn evict(&self, extra: u64) -> Vec<String> {
+        let budget = self.cfg.budget_bytes;
+        self.evict_while(|used, _| used + extra > budget)
+    }
+
+    /// Evicts least recently played unpinned presentations while `more(used,
+    /// freed)` says so (bytes the store uses, bytes evicted so far).
+    fn evict_while(&self, more: impl Fn(u64, u64) -> bool) -> Vec<String> {
         if self.mode == Mode::ReadOnly {
             return Vec::new();
         }
         let victims = {
             let mut entries = self.entries();
             let mut used = self.used_bytes(&entries);
+            let mut freed = 0;
             let mut candidates: Vec<_> = entries
                 .values()
                 .filter(|p| !p.is_pinned())
@@ -510,10 +562,12 @@ impl Inner {
             candidates.sort_by_key(|p| p.last_played_ns.load(Ordering::Relaxed));
             let mut victims = Vec::new();
             for p in candidates {
-                if used + extra <= self.cfg.budget_bytes {
+                if !more(used, freed) {
                     break;
                 }
-                used = used.saturating_sub(p.bytes.load(Ordering::Relaxed));
+                let bytes = p.bytes.load(Ordering::Relaxed);
+                used = used.saturating_sub(bytes);
+                freed += bytes;
                 entries.remove(&p.key);
                 victims.push(p);
             }

@@ -4,8 +4,11 @@
 //! the mapping with a CRC-32C over them, and an atomic store that publishes
 //! the record to readers. A segment is created with its whole size reserved
 //! (`posix_fallocate`), so writing through the mapping cannot hit a full disk
-//! (which would be a SIGBUS); a reservation that fails stops the writer with
-//! [`CacheError::DiskFull`] and leaves everything written readable.
+//! (which would be a SIGBUS). Its size is the configured one, or what the
+//! disk budget and the file system's free space leave (a smaller last
+//! segment rather than none); when not even the smallest segment fits,
+//! unpinned presentations are evicted, and only then does the writer stop
+//! with [`CacheError::DiskFull`], leaving everything written readable.
 
 use std::fs::{self, OpenOptions};
 use std::sync::atomic::Ordering;
@@ -17,7 +20,7 @@ use tracing::warn;
 use crate::format::{self, IndexBuilder, SegmentHeader, Trailer, HEADER_LEN};
 use crate::presentation::{segment_name, Presentation};
 use crate::segment::{Segment, SegmentInit};
-use crate::store::Inner;
+use crate::store::{Inner, MIN_SEGMENT_BYTES};
 use crate::syncer::SyncTarget;
 use crate::{fsutil, CacheError, Metadata, PresentationState, RecordIn};
 
@@ -107,7 +110,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|a| a.fits(need, rec.media_time.as_ns(), max_duration))
         {
-            if let Err(e) = self.roll(rec.media_time.as_ns()) {
+            if let Err(e) = self.roll(rec.media_time.as_ns(), need) {
                 return Err(self.stop(e));
             }
         }
@@ -178,16 +181,34 @@ impl Writer {
     }
 
     /// Seals the open segment (if any) and opens the next one.
-    fn roll(&mut self, first_ns: u64) -> Result<(), CacheError> {
+    fn roll(&mut self, first_ns: u64, need: usize) -> Result<(), CacheError> {
         self.seal_active()?;
-        self.open_segment(first_ns)
+        self.open_segment(first_ns, need)
     }
 
-    fn open_segment(&mut self, first_ns: u64) -> Result<(), CacheError> {
-        let cfg = self.store.cfg;
-        self.store
-            .make_room(cfg.segment_max_bytes, &self.pres.key)?;
-        let capacity = cfg.segment_max_bytes as usize; // checked at Store::open
+    /// Opens the next segment, its first record needing `need` bytes. Its
+    /// size adapts to the space there is (see [`segment_bytes`]): evicting
+    /// unpinned presentations when even the smallest segment does not fit,
+    /// and trying once more when the reservation itself finds the disk full
+    /// (the space seen may be taken by then).
+    fn open_segment(&mut self, first_ns: u64, need: usize) -> Result<(), CacheError> {
+        let floor = (HEADER_LEN + need + Trailer::encoded_len(1)) as u64;
+        let mut evicted = false;
+        loop {
+            let bytes = self.store.segment_room(floor, &self.pres.key)?;
+            match self.create_segment(first_ns, bytes) {
+                Err(CacheError::DiskFull { .. }) if !evicted => {
+                    evicted = true;
+                    self.store.evict_for_disk(bytes);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Creates and maps a segment of `bytes`, its space reserved.
+    fn create_segment(&mut self, first_ns: u64, bytes: u64) -> Result<(), CacheError> {
+        let capacity = usize::try_from(bytes).unwrap_or(usize::MAX);
         let run_start_ns = *self.run_start_ns.get_or_insert(first_ns);
         let name = segment_name(self.run, self.next_seq);
         let path = self.pres.dir.join(&name);
@@ -199,12 +220,12 @@ impl Writer {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| CacheError::io(&tmp, e))?;
-        let prepared = fsutil::reserve(&file, cfg.segment_max_bytes)
+        let prepared = fsutil::reserve(&file, bytes)
             .map_err(|e| {
                 if fsutil::is_out_of_space(&e) {
                     CacheError::DiskFull {
                         path: path.clone(),
-                        bytes: cfg.segment_max_bytes,
+                        bytes,
                         source: e,
                     }
                 } else {
@@ -224,7 +245,7 @@ impl Writer {
                     self.next_seq,
                     run_start_ns,
                     fsutil::now_ns(),
-                    cfg.segment_max_bytes,
+                    bytes,
                 );
                 map[..HEADER_LEN].copy_from_slice(&header.encode());
                 fs::rename(&tmp, &path).map_err(|e| CacheError::io(&path, e))?;
@@ -247,9 +268,7 @@ impl Writer {
             max_ns: 0,
             index: Vec::new(),
         });
-        self.pres
-            .bytes
-            .fetch_add(cfg.segment_max_bytes, Ordering::Relaxed);
+        self.pres.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.pres.lock().add_segment(segment.clone());
         self.next_seq += 1;
         let sync = SyncTarget::new(file, path);
@@ -360,5 +379,99 @@ impl Drop for Writer {
                 warn!(key = %self.pres.key, error = %e, "writer dropped: cannot seal");
             }
         }
+    }
+}
+
+/// Space a new segment leaves free on the file system: for the metadata
+/// files the store rewrites (atomically, through a temporary copy) as it
+/// records and seals.
+pub(crate) const DISK_RESERVE: u64 = 256 * 1024;
+/// Segments are sized in whole pages.
+const SEGMENT_GRAIN: u64 = 4096;
+
+/// Why no segment can be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shortage {
+    /// The disk budget has less room than the smallest segment.
+    Budget,
+    /// The file system has less free space than the smallest segment.
+    Disk,
+}
+
+/// The bytes to preallocate for a new segment: the configured
+/// `segment_max`, or less when the file system (`available`, keeping
+/// [`DISK_RESERVE`] free) or the budget (`headroom`) has less room, down to
+/// `floor` (what the segment's first record needs, or [`MIN_SEGMENT_BYTES`]
+/// if more: no smaller slivers) — a smaller last segment rather than none.
+pub(crate) fn segment_bytes(
+    segment_max: u64,
+    available: u64,
+    headroom: u64,
+    floor: u64,
+) -> Result<u64, Shortage> {
+    let floor = floor.max(MIN_SEGMENT_BYTES).min(segment_max);
+    if headroom < floor {
+        return Err(Shortage::Budget);
+    }
+    let on_disk = available.saturating_sub(DISK_RESERVE);
+    if on_disk < floor {
+        return Err(Shortage::Disk);
+    }
+    let bytes = segment_max.min(on_disk).min(headroom);
+    // Whole pages when that still leaves the floor.
+    Ok(Some(bytes - bytes % SEGMENT_GRAIN)
+        .filter(|&b| b >= floor)
+        .unwrap_or(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_segment_is_full_size_when_there_is_room() {
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 10 << 30, 2000),
+            Ok(64 * MIB)
+        );
+    }
+
+    #[test]
+    fn a_segment_shrinks_to_the_free_space_and_the_budget() {
+        // 1.5 MB free: what is left after the reserve, in whole pages.
+        let free = 1_500_000;
+        let bytes = segment_bytes(64 * MIB, free, 10 << 30, 2000).unwrap();
+        assert!(bytes <= free - DISK_RESERVE && bytes > free - DISK_RESERVE - 4096);
+        assert_eq!(bytes % 4096, 0);
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, 3 * MIB, 2000),
+            Ok(3 * MIB)
+        );
+    }
+
+    #[test]
+    fn no_segment_below_the_floor() {
+        let floor = MIN_SEGMENT_BYTES;
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor - 1, 10 << 30, 2000),
+            Err(Shortage::Disk)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + floor, 10 << 30, 2000),
+            Ok(floor)
+        );
+        assert_eq!(
+            segment_bytes(64 * MIB, 10 << 30, floor - 1, 2000),
+            Err(Shortage::Budget)
+        );
+        // A large first record raises the floor.
+        assert_eq!(
+            segment_bytes(64 * MIB, DISK_RESERVE + MIB, 10 << 30, MIB + 1),
+            Err(Shortage::Disk)
+        );
+        // A configured segment smaller than the floor is the floor.
+        assert_eq!(segment_bytes(MIB, 10 << 30, MIB, 2 * MIB), Ok(MIB));
     }
 }

@@ -11,6 +11,7 @@
 //! receiver neither overlap nor leave a gap.
 
 use bytes::Bytes;
+use streamcache_types::Npt;
 use tokio::sync::broadcast;
 
 /// A packet as the hub fans it out. Cloning is cheap (`Bytes`).
@@ -20,6 +21,9 @@ pub struct HubPacket {
     pub track: usize,
     pub rtcp: bool,
     pub data: Bytes,
+    /// Media time, as stamped (see `clock`): what store playback paces and
+    /// renumbers on when it goes on from a fill's [`Tail`](super::Tail).
+    pub npt: Npt,
 }
 
 /// The broadcast and the GOP buffer; lives inside the hub's lock.
@@ -101,6 +105,7 @@ mod tests {
             track: 0,
             rtcp: false,
             data: Bytes::from(vec![n; len]),
+            npt: Npt::ZERO,
         }
     }
 

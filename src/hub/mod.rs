@@ -10,7 +10,9 @@
 //!    ([`clock`]);
 //! 2. fans it out to the players, keeping the GOP buffer for late joiners
 //!    ([`fanout`]);
-//! 3. records it in the store ([`recorder`]).
+//! 3. records it in the store ([`recorder`]); once a recording stops short
+//!    (disk full), keeps what the store lacks for the fill's players
+//!    ([`tail`]).
 //!
 //! The files: this one is the [`Hub`] handle that sessions hold (claim,
 //! join, play, hold, stop); [`supervisor`] is the task that owns the origin
@@ -22,6 +24,7 @@ mod fanout;
 mod linger;
 mod recorder;
 mod supervisor;
+mod tail;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +37,7 @@ use tokio::time::Instant;
 pub use clock::Stamped;
 pub use fanout::HubPacket;
 pub use recorder::Recorder;
+pub use tail::{Tail, TailCursor, TailRead};
 
 use crate::metrics::OriginCounters;
 use crate::origin::{Described, OriginError, OriginTarget};
@@ -105,6 +109,8 @@ struct Shared {
     claimed_at: Option<Instant>,
     /// When a player last attached (PLAY).
     attached_at: Option<Instant>,
+    /// Since the recording stopped short: what the store lacks.
+    tail: Option<Arc<Tail>>,
 }
 
 enum Cmd {
@@ -176,6 +182,7 @@ impl Hub {
                 // Created for a player's DESCRIBE or SETUP.
                 claimed_at: Some(Instant::now()),
                 attached_at: None,
+                tail: None,
             }),
             players,
             cmd,
@@ -311,9 +318,34 @@ impl Hub {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fans a packet out to the players (see [`fanout`]).
+    /// Fans a packet out to the players (see [`fanout`]), and keeps it in
+    /// the tail once the recording has stopped.
     fn publish(&self, packet: HubPacket, keyframe_ts: Option<u32>) {
-        self.lock().fanout.publish(packet, keyframe_ts);
+        let mut shared = self.lock();
+        if let Some(tail) = &shared.tail {
+            tail.push(packet.clone());
+        }
+        shared.fanout.publish(packet, keyframe_ts);
+    }
+
+    /// The recording stopped short: from now on the hub keeps what the
+    /// store lacks (`unwritten`, then every packet it publishes) for the
+    /// players of the fill. Called before the recording is sealed, so that a
+    /// player who sees the store's end also sees the tail.
+    fn recording_stopped(&self, unwritten: Vec<HubPacket>, continues_store: bool) {
+        if self.relays_to_players() {
+            return; // its players have the broadcast
+        }
+        let mut shared = self.lock();
+        if shared.tail.is_none() {
+            shared.tail = Some(Arc::new(Tail::new(continues_store, unwritten)));
+        }
+    }
+
+    /// What the store lacks of this fill, when its recording stopped short:
+    /// store playback goes on from there at the store's end.
+    pub fn tail(&self) -> Option<Arc<Tail>> {
+        self.lock().tail.clone()
     }
 
     /// Closes the hub if, with no player attached since `idle_since`, its
@@ -343,6 +375,9 @@ impl Hub {
         let mut shared = self.lock();
         shared.closed = true;
         shared.fanout.close();
+        if let Some(tail) = &shared.tail {
+            tail.close();
+        }
     }
 }
 

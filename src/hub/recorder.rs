@@ -18,20 +18,24 @@
 //! - sealed `complete` only when an on-demand title was recorded to its end
 //!   without a failure and everything before this run is held (by earlier
 //!   runs, see [`NptSpan::held_from_start`]); `partial` otherwise;
-//! - a write error (disk full, I/O) stops the recording, not the relay: what
-//!   was written stays readable, sealed `partial`.
+//! - a write error (disk full, I/O) stops the recording, not the fill: the
+//!   error is logged once, and the packets given but not written are handed
+//!   back ([`Stopped`]) for the hub to keep for the players; the hub then
+//!   seals what was written `partial` ([`Recorder::finish`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use streamcache_cache::{
-    Metadata, PresentationState, RecordFlags, RecordIn, RecordKind, Store, TrackMeta, Writer,
+    CacheError, Metadata, PresentationState, RecordFlags, RecordIn, RecordKind, Store, TrackMeta,
+    Writer,
 };
 use streamcache_rtsp::rtp::RtpView;
 use streamcache_types::{Npt, NptSpan};
 use tracing::warn;
 
 use super::clock::Stamped;
+use super::HubPacket;
 use crate::origin::Described;
 
 /// A video packet waiting for the rest of its access unit.
@@ -40,6 +44,16 @@ struct HeldPacket {
     timestamp: u32,
     npt: Npt,
     random_access: bool,
+}
+
+/// The recording stopped at a write error.
+pub struct Stopped {
+    /// The packets given before the failing one that did not reach the
+    /// store (video access units held whole), per track in order.
+    pub unwritten: Vec<HubPacket>,
+    /// This run wrote something: the store's last records are the
+    /// packets just before `unwritten`.
+    pub wrote: bool,
 }
 
 pub struct Recorder {
@@ -58,6 +72,10 @@ pub struct Recorder {
     run_start: Npt,
     /// The latest npt recorded.
     last: Npt,
+    /// A record was written in this run.
+    wrote: bool,
+    /// A write failed: nothing more is recorded, and the run is partial.
+    stopped: bool,
 }
 
 impl Recorder {
@@ -100,6 +118,8 @@ impl Recorder {
             end: described.range.and_then(|r| r.end),
             run_start,
             last: Npt::ZERO,
+            wrote: false,
+            stopped: false,
         })
     }
 
@@ -109,32 +129,35 @@ impl Recorder {
         self.discontinuity = true;
     }
 
-    pub fn record(&mut self, packet: &Stamped) {
-        if self.writer.is_none() {
-            return;
+    /// Records a packet, or tells that the recording stopped at it (logged
+    /// here, once). The packet itself is not in [`Stopped::unwritten`]:
+    /// the caller has it.
+    pub fn record(&mut self, packet: &Stamped) -> Result<(), Stopped> {
+        if self.stopped || self.writer.is_none() {
+            return Ok(());
         }
         let track = packet.track;
         self.last = self.last.max(packet.npt);
         let video = self.video.get(track).copied().unwrap_or(false);
         if packet.rtcp || !video {
-            self.append(
+            let written = self.append(
                 track,
                 packet.rtcp,
                 &packet.data,
                 packet.npt,
                 packet.random_access,
             );
-            return;
+            return written.map_err(|e| self.stop(&e, Vec::new()));
         }
         let Ok(rtp) = RtpView::parse(&packet.data) else {
-            return;
+            return Ok(());
         };
         let (timestamp, marker) = (rtp.timestamp(), rtp.marker());
         if self.units[track]
             .last()
             .is_some_and(|p| p.timestamp != timestamp)
         {
-            self.record_unit(track);
+            self.record_unit(track)?;
         }
         self.units[track].push(HeldPacket {
             data: packet.data.clone(),
@@ -143,8 +166,14 @@ impl Recorder {
             random_access: packet.random_access,
         });
         if marker {
-            self.record_unit(track);
+            if let Err(mut stopped) = self.record_unit(track) {
+                // The failing unit's rest comes last; its last packet is
+                // this one.
+                stopped.unwritten.pop();
+                return Err(stopped);
+            }
         }
+        Ok(())
     }
 
     /// Seals the run: `complete` when it reached the title's end (`failed`
@@ -156,7 +185,7 @@ impl Recorder {
         };
         const END_SLACK: Duration = Duration::from_secs(1);
         let reached_end = self.end.is_some_and(|end| self.last + END_SLACK >= end);
-        let complete = !failed && reached_end && self.held_before(self.run_start);
+        let complete = !failed && !self.stopped && reached_end && self.held_before(self.run_start);
         let state = if complete {
             PresentationState::Complete
         } else {
@@ -180,15 +209,44 @@ impl Recorder {
     }
 
     /// Records the held access unit of a video track.
-    fn record_unit(&mut self, track: usize) {
-        for p in std::mem::take(&mut self.units[track]) {
-            self.append(track, false, &p.data, p.npt, p.random_access);
+    fn record_unit(&mut self, track: usize) -> Result<(), Stopped> {
+        let mut unit = std::mem::take(&mut self.units[track]).into_iter();
+        while let Some(p) = unit.next() {
+            if let Err(e) = self.append(track, false, &p.data, p.npt, p.random_access) {
+                let rest = std::iter::once(p).chain(unit).map(|p| held(track, p));
+                return Err(self.stop(&e, rest.collect()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops recording after `e`: logs it (the one line for this fill) and
+    /// gathers what was not written, the failing unit's `rest` last.
+    fn stop(&mut self, e: &CacheError, rest: Vec<HubPacket>) -> Stopped {
+        warn!(key = %self.key, error = %e, "recording stopped: the players of this fill get the rest from the origin; the store keeps what it holds as partial");
+        // Nothing more is recorded; `finish` seals what was written.
+        self.stopped = true;
+        let mut unwritten = Vec::new();
+        for (track, unit) in self.units.iter_mut().enumerate() {
+            unwritten.extend(std::mem::take(unit).into_iter().map(|p| held(track, p)));
+        }
+        unwritten.extend(rest);
+        Stopped {
+            unwritten,
+            wrote: self.wrote,
         }
     }
 
-    fn append(&mut self, track: usize, rtcp: bool, data: &[u8], npt: Npt, random_access: bool) {
+    fn append(
+        &mut self,
+        track: usize,
+        rtcp: bool,
+        data: &[u8],
+        npt: Npt,
+        random_access: bool,
+    ) -> Result<(), CacheError> {
         let Some(writer) = self.writer.as_mut() else {
-            return;
+            return Ok(());
         };
         let record = RecordIn {
             track: u8::try_from(track).unwrap_or(u8::MAX),
@@ -199,21 +257,25 @@ impl Recorder {
             },
             flags: RecordFlags {
                 random_access,
-                discontinuity: std::mem::take(&mut self.discontinuity),
+                discontinuity: self.discontinuity,
             },
             media_time: npt,
             payload: data,
         };
-        if let Err(e) = writer.append(&record) {
-            // Disk full or an I/O error: stop recording, keep relaying. What
-            // was written stays readable.
-            warn!(key = %self.key, error = %e, "recording stopped");
-            if let Some(writer) = self.writer.take() {
-                if let Err(e) = writer.finish(PresentationState::Partial) {
-                    warn!(key = %self.key, error = %e, "could not seal the recording");
-                }
-            }
-        }
+        writer.append(&record)?;
+        self.discontinuity = false;
+        self.wrote = true;
+        Ok(())
+    }
+}
+
+/// A held video packet as the hub fans it out.
+fn held(track: usize, p: HeldPacket) -> HubPacket {
+    HubPacket {
+        track,
+        rtcp: false,
+        data: p.data,
+        npt: p.npt,
     }
 }
 

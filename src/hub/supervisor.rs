@@ -185,6 +185,10 @@ impl Supervisor {
             &self.hub.described,
             self.stamper.offset(),
         );
+        if self.recorder.is_none() {
+            // Refused (logged): the players get the whole fill from the tail.
+            self.hub.recording_stopped(Vec::new(), false);
+        }
     }
 
     fn on_packet(&mut self, track: usize, rtcp: bool, data: Bytes) {
@@ -193,16 +197,23 @@ impl Supervisor {
             return;
         };
         if let Some(recorder) = &mut self.recorder {
-            recorder.record(&stamped);
+            if let Err(stopped) = recorder.record(&stamped) {
+                // The tail first, then the seal: a player who sees the
+                // store's end must find the tail.
+                self.hub.recording_stopped(stopped.unwritten, stopped.wrote);
+                if let Some(recorder) = self.recorder.take() {
+                    recorder.finish(true);
+                }
+            }
         }
-        let keyframe_ts = stamped.keyframe_ts;
         self.hub.publish(
             HubPacket {
                 track,
                 rtcp,
                 data: stamped.data,
+                npt: stamped.npt,
             },
-            keyframe_ts,
+            stamped.keyframe_ts,
         );
     }
 

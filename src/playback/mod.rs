@@ -7,7 +7,10 @@
 //! [`Sink`], then sleeps until the next record is due. PAUSE stops the clock
 //! and keeps the cursor where it is, so PLAY without a Range resumes there
 //! with the sequence numbers continuing. While the presentation is still being
-//! recorded the cursor follows the writer (live tail). Every second it sends
+//! recorded the cursor follows the writer (live tail); if that recording
+//! stopped short (disk full), playback goes on at the store's end from the
+//! fill's [`Tail`] (the origin's packets the store lacks, stamped with their
+//! npt), paced and renumbered the same way. Every second it sends
 //! an RTCP sender report per track mapping wall-clock (NTP) time to the RTP
 //! time it is sending, so players keep audio and video in sync. Shortly after
 //! the last packet (`BYE_DELAY`) it sends RTCP BYE on every track.
@@ -16,6 +19,7 @@ mod renumber;
 mod schedule;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -26,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::hub::{Hub, TailCursor, TailRead};
 use crate::timing::sleep_until_opt;
 
 pub use renumber::TrackNumbering;
@@ -116,12 +121,14 @@ pub struct Playback<S: Sink> {
     bye_at: Option<Instant>,
     /// Per track, the last packet sent (npt, bytes), to splice runs.
     last_sent: BTreeMap<usize, (Npt, Bytes)>,
-    /// Per track, while crossing into a recording run that overlaps what was
-    /// already sent: the packet to find again in the new run.
-    splice: BTreeMap<usize, (Npt, Bytes)>,
-    /// Per track, what to add to the npt of the current run's records to
-    /// continue the previous run's timeline.
-    shift_ns: BTreeMap<usize, i128>,
+    /// Joining recording runs (and the tail) to what was already sent.
+    splice: Splice,
+    /// The hub filling the store, whose tail follows the store's end.
+    fill: Option<Arc<Hub>>,
+    /// Reading the fill's tail, past the store's end.
+    feed: Option<TailCursor>,
+    /// The tail is over (or lost): nothing more to send.
+    feed_over: bool,
 }
 
 /// Splicing recording runs. An interrupted recording and the fill that
@@ -134,6 +141,54 @@ pub struct Playback<S: Sink> {
 /// this distance of the last packet's npt; a new run that shows none within
 /// it did not overlap, and plays as it is.
 const SPLICE_WINDOW: Npt = Npt::from_millis(500);
+
+/// Joining a recording run to what the player already got (see
+/// [`SPLICE_WINDOW`]).
+#[derive(Default)]
+struct Splice {
+    /// Per track, while crossing into a run that overlaps what was already
+    /// sent: the packet to find again in the new run.
+    find: BTreeMap<usize, (Npt, Bytes)>,
+    /// Per track, what to add to the npt of the current run's records to
+    /// continue the previous run's timeline.
+    shift_ns: BTreeMap<usize, i128>,
+}
+
+impl Splice {
+    /// Crossing into a new run, after `last_sent` (per track).
+    fn crossing(last_sent: &BTreeMap<usize, (Npt, Bytes)>) -> Splice {
+        Splice {
+            find: last_sent.clone(),
+            shift_ns: BTreeMap::new(),
+        }
+    }
+
+    /// The npt a packet of `track` at `npt` is sent at, or `None` while it
+    /// is one the player already got.
+    fn admit(&mut self, track: usize, mut npt: Npt, payload: &[u8]) -> Option<Npt> {
+        if let Some((sent_npt, sent)) = self.find.get(&track) {
+            if npt <= sent_npt.saturating_add(SPLICE_WINDOW) {
+                // RTP headers differ between runs; payloads do not. Far
+                // earlier look-alikes (a repeating audio frame) are not the
+                // place.
+                if npt.as_ns().abs_diff(sent_npt.as_ns()) <= SPLICE_WINDOW.as_ns()
+                    && payload.get(12..) == sent.get(12..)
+                {
+                    let shift = i128::from(sent_npt.as_ns()) - i128::from(npt.as_ns());
+                    self.shift_ns.insert(track, shift);
+                    self.find.remove(&track);
+                }
+                return None; // the player has it already
+            }
+            self.find.remove(&track);
+        }
+        if let Some(shift) = self.shift_ns.get(&track) {
+            let shifted = (i128::from(npt.as_ns()) + shift).max(0);
+            npt = Npt::from_ns(u64::try_from(shifted).unwrap_or(u64::MAX));
+        }
+        Some(npt)
+    }
+}
 
 impl<S: Sink> Playback<S> {
     /// `tracks`: the set-up tracks with their clock rates.
@@ -154,9 +209,18 @@ impl<S: Sink> Playback<S> {
             next_report: Instant::now(),
             bye_at: None,
             last_sent: BTreeMap::new(),
-            splice: BTreeMap::new(),
-            shift_ns: BTreeMap::new(),
+            splice: Splice::default(),
+            fill: None,
+            feed: None,
+            feed_over: false,
         }
+    }
+
+    /// Plays a title `hub` is filling: at the store's end, goes on from the
+    /// hub's tail if its recording stopped short.
+    pub fn follow(mut self, hub: Arc<Hub>) -> Playback<S> {
+        self.fill = Some(hub);
+        self
     }
 
     /// Runs until the sink closes or the control channel is dropped.
@@ -209,8 +273,10 @@ impl<S: Sink> Playback<S> {
             }
             self.pending = None;
             self.position = from;
-            self.splice.clear();
-            self.shift_ns.clear();
+            self.splice = Splice::default();
+            // Back in the store; its end leads to the tail again.
+            self.feed = None;
+            self.feed_over = false;
         }
         self.until = until;
         // The first record decides where time starts: the keyframe before a
@@ -260,11 +326,22 @@ impl<S: Sink> Playback<S> {
         Some(data.min(self.next_report))
     }
 
-    /// Reads the next record the player gets into `pending`.
+    /// Reads the next record the player gets into `pending`: from the
+    /// store, then (past its end) from the fill's tail.
     fn read_ahead(&mut self) {
         while self.pending.is_none() {
+            if self.feed.is_some() {
+                if !self.read_feed() {
+                    return;
+                }
+                continue;
+            }
             match self.cursor.next() {
-                None => return,
+                None => {
+                    if !self.enter_feed() {
+                        return;
+                    }
+                }
                 Some(Err(e)) => {
                     // Reported and skipped; the cursor moves past it.
                     warn!(error = %e, "corrupt record skipped in playback");
@@ -273,46 +350,77 @@ impl<S: Sink> Playback<S> {
                     if record.flags.discontinuity {
                         // Crossing into another recording run (whatever
                         // its first record is).
-                        self.splice = self.last_sent.clone();
-                        self.shift_ns.clear();
+                        self.splice = Splice::crossing(&self.last_sent);
                     }
                     let track = usize::from(record.track);
-                    if !self.tracks.contains_key(&track) {
-                        continue; // a track this player did not set up
-                    }
                     if record.kind == RecordKind::Rtcp {
                         continue; // the origin's reports: we send our own
                     }
-                    let mut npt = record.media_time;
-                    if let Some((sent_npt, sent)) = self.splice.get(&track) {
-                        if npt <= sent_npt.saturating_add(SPLICE_WINDOW) {
-                            // RTP headers differ between runs; payloads do
-                            // not. Far earlier look-alikes (a repeating audio
-                            // frame) are not the place.
-                            if npt.as_ns().abs_diff(sent_npt.as_ns()) <= SPLICE_WINDOW.as_ns()
-                                && record.payload.get(12..) == sent.get(12..)
-                            {
-                                let shift = i128::from(sent_npt.as_ns()) - i128::from(npt.as_ns());
-                                self.shift_ns.insert(track, shift);
-                                self.splice.remove(&track);
-                            }
-                            continue; // the player has it already
-                        }
-                        self.splice.remove(&track);
+                    if !self.tracks.contains_key(&track) {
+                        continue; // a track this player did not set up
                     }
-                    if let Some(shift) = self.shift_ns.get(&track) {
-                        let shifted = (i128::from(npt.as_ns()) + shift).max(0);
-                        npt = Npt::from_ns(u64::try_from(shifted).unwrap_or(u64::MAX));
+                    if let Some(npt) = self.splice.admit(track, record.media_time, record.payload) {
+                        self.pending = Some(Pending {
+                            track,
+                            rtcp: false,
+                            npt,
+                            data: record.payload.to_vec(),
+                        });
                     }
-                    self.pending = Some(Pending {
-                        track,
-                        rtcp: false,
-                        npt,
-                        data: record.payload.to_vec(),
-                    });
                 }
             }
         }
+    }
+
+    /// At the store's end: whether playback goes on from the fill's tail
+    /// (the recording is over and stopped short). Entering it crosses into
+    /// another run when the tail does not continue the store's last records.
+    fn enter_feed(&mut self) -> bool {
+        if self.feed_over || !self.cursor.is_complete() {
+            return false;
+        }
+        let Some(tail) = self.fill.as_ref().and_then(|hub| hub.tail()) else {
+            return false;
+        };
+        if !tail.continues_store() {
+            self.splice = Splice::crossing(&self.last_sent);
+        }
+        self.feed = Some(tail.cursor());
+        true
+    }
+
+    /// Reads the tail's next packet; false when there is none (yet).
+    fn read_feed(&mut self) -> bool {
+        let Some(feed) = self.feed.as_mut() else {
+            return false;
+        };
+        let packet = match feed.read() {
+            TailRead::Packet(packet) => packet,
+            TailRead::Wait => return false,
+            TailRead::End => {
+                self.feed_over = true;
+                return false;
+            }
+            TailRead::Lost => {
+                warn!(
+                    "playback fell too far behind the origin after the recording stopped: ending"
+                );
+                self.feed_over = true;
+                return false;
+            }
+        };
+        if packet.rtcp || !self.tracks.contains_key(&packet.track) {
+            return true;
+        }
+        if let Some(npt) = self.splice.admit(packet.track, packet.npt, &packet.data) {
+            self.pending = Some(Pending {
+                track: packet.track,
+                rtcp: false,
+                npt,
+                data: packet.data.to_vec(),
+            });
+        }
+        true
     }
 
     /// Sends every due packet (and a report if one is due). `Ok(false)` when
@@ -351,8 +459,20 @@ impl<S: Sink> Playback<S> {
             self.next_report = now + REPORT_INTERVAL;
         }
         self.sink.flush().await?;
-        let over = self.pending.is_none() && self.cursor.is_complete();
+        let over = self.pending.is_none() && self.is_over();
         Ok(!over)
+    }
+
+    /// Nothing more will come: the store is read to its end and no tail
+    /// follows, or the tail is over.
+    fn is_over(&self) -> bool {
+        match &self.feed {
+            Some(_) => self.feed_over,
+            None => {
+                self.cursor.is_complete()
+                    && (self.feed_over || self.fill.as_ref().is_none_or(|hub| hub.tail().is_none()))
+            }
+        }
     }
 
     fn push_reports(&mut self, now: Instant) {

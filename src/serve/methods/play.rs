@@ -42,7 +42,9 @@ pub(super) async fn play(
             play_live(server, &session, &hub, &base).await
         }
         Source::Hub(hub) => play_filling(server, request, &session, &hub, &base).await,
-        Source::Cache(title) => play_cached(server, request, &session, &title, &base, None).await,
+        Source::Cache(title) => {
+            play_cached(server, request, &session, &title, &base, None, None).await
+        }
     };
     if reply.status == StatusCode::Ok {
         session.set_paused(false);

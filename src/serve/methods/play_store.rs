@@ -15,6 +15,7 @@ use super::super::delivery::{self, PlayerSink};
 use super::super::session::PlayerSession;
 use super::super::Server;
 use super::play::{answered_range, requested_range};
+use super::play_relay::play_live;
 use super::{session_header, After, Reply};
 use crate::catalog::CachedTitle;
 use crate::hub::{Hub, HubError, PlayerGuard};
@@ -23,7 +24,11 @@ use crate::playback::{Control, Playback};
 
 /// PLAY of an on-demand title the store does not hold completely: the hub
 /// fills the store from the origin (one fetch however many players) and the
-/// player is served from the store, following the recording as it grows.
+/// player is served from the store, following the recording as it grows. If
+/// the recording stops short (disk full), the player goes on from the hub's
+/// tail at the store's end; if the store has nothing of the title at all
+/// (the recording was refused), the fill is relayed like a title that may
+/// not be stored.
 pub(super) async fn play_filling(
     server: &Arc<Server>,
     request: &Request<Vec<u8>>,
@@ -47,6 +52,9 @@ pub(super) async fn play_filling(
     let store = server.catalog.store();
     let metadata = match store.metadata(hub.key()) {
         Ok(Some(metadata)) => metadata,
+        Ok(None) if hub.tail().is_some() => {
+            return play_live(server, session, hub, base).await;
+        }
         Ok(None) => return (Reply::status(503), None),
         Err(e) => {
             warn!(key = hub.key(), error = %e, "recording unreadable");
@@ -57,11 +65,12 @@ pub(super) async fn play_filling(
         store: store.clone(),
         metadata,
     };
-    play_cached(server, request, session, &title, base, hold).await
+    play_cached(server, request, session, &title, base, hold, Some(hub)).await
 }
 
 /// PLAY of a stored title: seek (for a Range), then paced playback. `hold`
-/// keeps a running fill alive for as long as the playback runs.
+/// keeps a running fill alive for as long as the playback runs; `fill` is
+/// the hub filling the title, whose tail playback follows.
 pub(super) async fn play_cached(
     server: &Arc<Server>,
     request: &Request<Vec<u8>>,
@@ -69,6 +78,7 @@ pub(super) async fn play_cached(
     title: &CachedTitle,
     base: &str,
     hold: Option<PlayerGuard>,
+    fill: Option<&Arc<Hub>>,
 ) -> (Reply, Option<After>) {
     let end = title.metadata.range.and_then(|r| r.end);
     let requested = match requested_range(request.header(&headers::RANGE).map(|v| v.as_str()), end)
@@ -78,7 +88,7 @@ pub(super) async fn play_cached(
     };
     let control = match session.playback() {
         Some(control) => control,
-        None => match start_playback(server, session, title, hold) {
+        None => match start_playback(server, session, title, hold, fill) {
             Ok(control) => control,
             Err(reply) => return (reply, None),
         },
@@ -135,6 +145,7 @@ fn start_playback(
     session: &Arc<PlayerSession>,
     title: &CachedTitle,
     hold: Option<PlayerGuard>,
+    fill: Option<&Arc<Hub>>,
 ) -> Result<mpsc::Sender<Control>, Reply> {
     let reader = match title.store.open_reader(&title.metadata.key) {
         Ok(Some(reader)) => reader,
@@ -151,7 +162,10 @@ fn start_playback(
         .map(|&t| (t, session.source.clock_rate(t)))
         .collect();
     let sink = PlayerSink::new(Arc::clone(session), tracks);
-    let playback = Playback::new(reader, &clocks, sink);
+    let mut playback = Playback::new(reader, &clocks, sink);
+    if let Some(hub) = fill {
+        playback = playback.follow(Arc::clone(hub));
+    }
     let (control, control_rx) = mpsc::channel(8);
     let task = tokio::spawn(delivery::play_from_store(
         Arc::clone(session),
