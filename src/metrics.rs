@@ -346,6 +346,13 @@ impl Collector for StoreCollector {
             None,
             evictions.metric_type(),
         )?)?;
+        let corrupt = ConstCounter::new(self.store.corrupt_records());
+        corrupt.encode(encoder.encode_descriptor(
+            "store_corrupt_records",
+            "Damaged records found in the store: runs cut at open, records players skipped",
+            None,
+            corrupt.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use streamcache_rtsp::rtp::{self, SenderReport};
 use streamcache_types::Npt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::hub::{Hub, TailCursor, TailRead};
 use crate::timing::sleep_until_opt;
@@ -343,8 +343,10 @@ impl<S: Sink> Playback<S> {
                     }
                 }
                 Some(Err(e)) => {
-                    // Reported and skipped; the cursor moves past it.
-                    warn!(error = %e, "corrupt record skipped in playback");
+                    // Skipped; the cursor moves past it. The store logs
+                    // each damaged segment once (every player would
+                    // otherwise repeat it) and counts every record.
+                    debug!(error = %e, "corrupt record skipped in playback");
                 }
                 Some(Ok(record)) => {
                     if record.flags.discontinuity {
