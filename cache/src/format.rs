@@ -135,17 +135,9 @@ impl SegmentHeader {
                 "not a streamcache segment (bad magic)",
             ));
         }
-        let major = u16::from_le_bytes([h[8], h[9]]);
-        let minor = u16::from_le_bytes([h[10], h[11]]);
-        // The version is checked before the checksum: another major version
-        // may lay out (and check) its header differently.
-        if major != MAJOR {
-            return Err(CacheError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                major,
-                minor,
-            });
-        }
+        // The checksum first: a version field damaged on disk is damage,
+        // not a newer format (every major version keeps the magic and this
+        // checksum of the first 60 bytes, so a newer file still passes it).
         let stored = u32::from_le_bytes([h[60], h[61], h[62], h[63]]);
         if crc32c::crc32c(&h[..60]) != stored {
             return Err(CacheError::corrupt(
@@ -153,6 +145,15 @@ impl SegmentHeader {
                 60,
                 "segment header checksum mismatch",
             ));
+        }
+        let major = u16::from_le_bytes([h[8], h[9]]);
+        let minor = u16::from_le_bytes([h[10], h[11]]);
+        if major != MAJOR {
+            return Err(CacheError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                major,
+                minor,
+            });
         }
         let field = |at: usize| {
             u64::from_le_bytes([

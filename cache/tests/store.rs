@@ -384,13 +384,19 @@ fn bad_metadata_and_unknown_versions_are_skipped_and_the_rest_works() {
         b"{\"format\": \"streamcache-metadata\", \"version\": ",
     )
     .unwrap();
-    // A segment from a future major version (the version precedes the header
-    // checksum, so it is refused by version).
+    // A segment from a future major version: its header checksum holds (a
+    // newer writer keeps it), so it is refused by version, not as damage.
     let file = fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&b_segments[0])
         .unwrap();
-    file.write_all_at(&9u16.to_le_bytes(), 8).unwrap();
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).unwrap();
+    header[8..10].copy_from_slice(&9u16.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&header, 0).unwrap();
     drop(file);
 
     let (store, problems) = Store::open(dir.path(), config(BIG)).unwrap();
