@@ -72,9 +72,13 @@ pub fn fit(limits: PlayerLimits, descriptors: u64) -> Result<PlayerLimits, u64> 
         max_sessions: scale(limits.max_sessions, floor.max_sessions),
         ..limits
     };
-    // The floors can push one over: take the excess from connections.
+    // The floors can push one over: take the excess from connections, then
+    // from sessions (the floor itself fits, checked above).
     while needed(&fitted) > descriptors && fitted.max_connections > floor.max_connections {
         fitted.max_connections -= 1;
+    }
+    while needed(&fitted) > descriptors && fitted.max_sessions > floor.max_sessions {
+        fitted.max_sessions -= 1;
     }
     fitted.max_sessions_per_ip = fitted.max_sessions_per_ip.min(fitted.max_sessions);
     Ok(fitted)
@@ -195,6 +199,19 @@ mod tests {
         assert!(needed(&small) <= 1024, "{small:?}");
         assert!(small.max_connections >= MIN_CONNECTIONS);
         assert_eq!(small.max_sessions_per_ip, small.max_sessions);
+    }
+
+    #[test]
+    fn fitted_limits_never_need_more_than_there_is() {
+        // Connections already at their floor: sessions give way.
+        let available = RESERVE + 1000;
+        let fitted = fit(limits(MIN_CONNECTIONS, 10_000, 10_000), available).expect("fits");
+        assert!(needed(&fitted) <= available, "{fitted:?}");
+        for (c, s) in [(16, 10_000), (10_000, 4), (5000, 5000), (1, 1)] {
+            if let Ok(fitted) = fit(limits(c, s, s), available) {
+                assert!(needed(&fitted) <= available, "{c} {s}: {fitted:?}");
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ use super::clock::Stamped;
 use super::HubPacket;
 use crate::origin::Described;
 
+/// Largest video access unit held back whole (a 4K keyframe is a few MB).
+const MAX_HELD_UNIT_BYTES: usize = 16 << 20;
+
 /// A video packet waiting for the rest of its access unit.
 struct HeldPacket {
     data: Bytes,
@@ -165,7 +168,11 @@ impl Recorder {
             npt: packet.npt,
             random_access: packet.random_access,
         });
-        if marker {
+        // A unit is written once complete, or once it is this large: an
+        // origin that never marks the end of a frame must not grow it
+        // without bound.
+        let held: usize = self.units[track].iter().map(|p| p.data.len()).sum();
+        if marker || held > MAX_HELD_UNIT_BYTES {
             if let Err(mut stopped) = self.record_unit(track) {
                 // The failing unit's rest comes last; its last packet is
                 // this one.

@@ -11,6 +11,7 @@
 //! oldest packets go, and a player that still needed them ends there.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::HubPacket;
@@ -18,6 +19,12 @@ use super::HubPacket;
 /// Most bytes a tail keeps: about a minute of a 8 Mbit/s title, how far
 /// behind the origin a player of the fill may be when the recording stops.
 const TAIL_MAX_BYTES: usize = 64 << 20;
+/// Most bytes all tails together keep: a full disk stops every fill at
+/// once, and their tails must not then fill the memory too. A tail that
+/// grows past it drops its own oldest packets.
+const ALL_TAILS_MAX_BYTES: usize = 256 << 20;
+/// Bytes held by every tail of the process.
+static ALL_TAILS_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Tail {
     /// The store holds this fill's packets up to the tail's first one: a
@@ -68,14 +75,18 @@ impl Tail {
 
     pub(super) fn push(&self, packet: HubPacket) {
         let mut buf = self.lock();
-        buf.bytes += packet.data.len();
+        let len = packet.data.len();
+        buf.bytes += len;
+        let mut all = ALL_TAILS_BYTES.fetch_add(len, Ordering::Relaxed) + len;
         buf.packets.push_back(packet);
-        while buf.bytes > TAIL_MAX_BYTES {
+        while buf.bytes > TAIL_MAX_BYTES || (all > ALL_TAILS_MAX_BYTES && buf.packets.len() > 1) {
             let Some(old) = buf.packets.pop_front() else {
                 break;
             };
-            buf.bytes -= old.data.len();
+            let len = old.data.len();
+            buf.bytes -= len;
             buf.base += 1;
+            all = ALL_TAILS_BYTES.fetch_sub(len, Ordering::Relaxed) - len;
         }
     }
 
@@ -99,6 +110,13 @@ impl Tail {
         // A panic while holding this lock leaves a queue of packets behind;
         // carrying on with it is safe.
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        ALL_TAILS_BYTES.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 

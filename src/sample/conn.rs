@@ -38,6 +38,10 @@ const PUBLIC: &str =
 const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writes queued toward the peer (responses, media batches).
 const OUT_QUEUE: usize = 256;
+/// A peer that takes no bytes for this long is gone: its connection ends
+/// (otherwise a client that stops reading would hold it, and its
+/// playback, for ever).
+const WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// The two titles of the sample origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +131,13 @@ struct Connection {
 pub(super) async fn serve(sample: Arc<Sample>, stream: TcpStream) {
     let (read, mut write) = stream.into_split();
     let (out, mut queued) = mpsc::channel::<Bytes>(OUT_QUEUE);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(bytes) = queued.recv().await {
-            if write.write_all(&bytes).await.is_err() {
-                return;
+            match tokio::time::timeout(WRITE_STALL, write.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                // Closing the queue ends the session's media too: its
+                // sink's next send fails.
+                Ok(Err(_)) | Err(_) => return,
             }
         }
     });
@@ -174,9 +181,15 @@ pub(super) async fn serve(sample: Arc<Sample>, stream: TcpStream) {
             Err(CodecError::Io(_)) => break,
         }
     }
-    // Ends the session's media; the writer sends what is queued, then stops.
+    // Ends the session's media; the writer sends what is queued, then
+    // stops (a stalled peer within WRITE_STALL per write; never for ever).
     drop(conn);
-    let _ = writer.await;
+    if tokio::time::timeout(2 * WRITE_STALL, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 impl Connection {
@@ -261,6 +274,14 @@ impl Connection {
         if self.session.as_ref().is_some_and(|s| s.title != title) {
             return Reply::status(459); // one title per session
         }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| !matches!(s.media, Media::Idle))
+        {
+            // Its media already flows with the tracks set up so far.
+            return Reply::status(455);
+        }
         let offered = request
             .header(&headers::TRANSPORT)
             .map(|v| v.as_str().to_owned())
@@ -273,7 +294,9 @@ impl Connection {
         };
         let fallback = u8::try_from(2 * track).unwrap_or(0);
         let (rtp, rtcp) = spec.interleaved.unwrap_or((fallback, fallback + 1));
-        if rtcp != rtp.wrapping_add(1) {
+        // A pair of consecutive channels (RTCP on the second); 255 has none
+        // after it.
+        if rtp == u8::MAX || rtcp != rtp + 1 {
             return Reply::status(461);
         }
         let session = self.session.get_or_insert_with(|| Session {
@@ -303,7 +326,8 @@ impl Connection {
         };
         let session_header = format!("{};timeout={}", session.id, SESSION_TIMEOUT.as_secs());
         if title == Title::Live {
-            if !matches!(session.media, Media::Live(_)) {
+            let running = matches!(&session.media, Media::Live(task) if !task.is_finished());
+            if !running {
                 let feed = sample.live.subscribe();
                 let channels = session.channels.clone();
                 session.media = Media::Live(tokio::spawn(forward_live(feed, channels, out)));
@@ -458,7 +482,13 @@ async fn forward_live(
     channels: BTreeMap<usize, u8>,
     out: mpsc::Sender<Bytes>,
 ) {
-    while let Ok(packet) = feed.recv().await {
+    loop {
+        let packet = match feed.recv().await {
+            Ok(packet) => packet,
+            // Fell behind: it goes on with the oldest packet still queued.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
         let Some(&rtp) = channels.get(&packet.track) else {
             continue;
         };
@@ -470,7 +500,6 @@ async fn forward_live(
             return;
         }
     }
-    // Lagged (too slow) or the loop stopped: the peer sees its media stop.
 }
 
 #[cfg(test)]
