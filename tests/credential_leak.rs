@@ -136,7 +136,9 @@ fn origin_credentials_appear_in_no_output() {
     assert_eq!(bad_answer.status(), 400);
     let mut origin = origin;
     origin.kill();
-    let down = conn.request("DESCRIBE", &proxy.url("/o/live"), &[]);
+    // A path not described yet: its DESCRIBE must go to the (dead) origin
+    // (the live hub of /o/live may still be up for its linger).
+    let down = conn.request("DESCRIBE", &proxy.url("/o/not-described"), &[]);
     assert!(down.status() >= 500, "{down:?}");
     collected.push((
         "RTSP errors".into(),
