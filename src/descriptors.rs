@@ -144,11 +144,13 @@ fn raise_soft_limit() -> u64 {
 }
 
 fn nr_open() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    proc_value("/proc/sys/fs/nr_open")
+}
+
+/// A number the kernel publishes under `/proc/sys`; `None` where it cannot
+/// be read (not Linux, a sandbox).
+pub(crate) fn proc_value<T: std::str::FromStr>(path: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

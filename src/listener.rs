@@ -33,11 +33,7 @@ fn backlog(somaxconn: Option<u32>) -> u32 {
 }
 
 fn somaxconn() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    crate::descriptors::proc_value("/proc/sys/net/core/somaxconn")
 }
 
 #[cfg(test)]

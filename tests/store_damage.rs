@@ -131,6 +131,22 @@ impl Rig {
     }
 }
 
+/// XORs 16 bytes in the middle of `path` with `mask`.
+fn flip_middle(path: &Path, mask: u8) {
+    let len = fs::metadata(path).unwrap().len();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut bytes = [0u8; 16];
+    file.read_exact_at(&mut bytes, len / 2).unwrap();
+    for b in &mut bytes {
+        *b ^= mask;
+    }
+    file.write_all_at(&bytes, len / 2).unwrap();
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -224,19 +240,7 @@ fn a_corrupt_record_is_cut_out_and_refilled() {
     let reference = thread::spawn(direct_pull).join().unwrap();
     let mut rig = recorded_then_stopped(&reference);
     let segment = rig.segment();
-    let len = fs::metadata(&segment).unwrap().len();
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    let mut bytes = [0u8; 16];
-    file.read_exact_at(&mut bytes, len / 2).unwrap();
-    for b in &mut bytes {
-        *b ^= 0x5a;
-    }
-    file.write_all_at(&bytes, len / 2).unwrap();
-    drop(file);
+    flip_middle(&segment, 0x5a);
 
     let out = rig.verify(&[]);
     assert!(!out.success(), "verify passed a corrupt record: {out:?}");
@@ -320,19 +324,7 @@ fn damage_found_while_playing_is_counted_logged_once_and_refilled() {
     rig.wait_state("complete");
 
     let segment = rig.segment();
-    let len = fs::metadata(&segment).unwrap().len();
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    let mut bytes = [0u8; 16];
-    file.read_exact_at(&mut bytes, len / 2).unwrap();
-    for b in &mut bytes {
-        *b ^= 0xa5;
-    }
-    file.write_all_at(&bytes, len / 2).unwrap();
-    drop(file);
+    flip_middle(&segment, 0xa5);
 
     // The play that meets the damage: nearly every frame, not a cut title.
     let damaged = framemd5(&rig.url(), Some("tcp"), "0:v", &[]);
