@@ -5,15 +5,15 @@ use super::read::Spans;
 use super::*;
 
 /// Value problems being collected, each given the line of its key.
-struct Found<'a> {
+pub(super) struct Found<'a> {
     text: &'a str,
-    spans: &'a Spans,
+    pub(super) spans: &'a Spans,
     out: Vec<Problem>,
 }
 
 impl Found<'_> {
     /// A problem of `key`, on the line of `key`.
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let key = key.into();
         let at = key.clone();
         self.add_at(key, &at, message);
@@ -74,6 +74,18 @@ impl Config {
             );
         }
         self.admin.problems(&mut found);
+        if let Some(master) = &self.master {
+            master.problems(&mut found);
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.problems(&mut found, self.rtsp.listen_addr());
+        }
+        if self.master.is_some() && self.cluster.is_some() {
+            found.add(
+                "cluster",
+                "a process is either the master ([master]) or a node ([cluster]), not both",
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             found.add(
                 "log.level",

@@ -10,6 +10,7 @@
 //! `streamcache check-config` prints.
 
 mod check;
+mod cluster;
 mod read;
 mod secrets;
 mod size;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use check::line_of;
+pub use cluster::{ClusterConfig, MasterConfig};
 use secrets::{assigns_a_secret, hide_values, line_at};
 pub use size::ByteSize;
 
@@ -78,6 +80,10 @@ pub struct Config {
     pub sample_origin: SampleOriginConfig,
     /// `[[mount]]`
     pub mounts: Vec<MountConfig>,
+    /// `[master]`: this process is the cluster's master.
+    pub master: Option<MasterConfig>,
+    /// `[cluster]`: this proxy is a node of a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone)]

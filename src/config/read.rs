@@ -164,6 +164,45 @@ impl<'t> Reader<'t> {
         if let Some(s) = self.section(root, "sample_origin") {
             read_fields!(self, s, config.sample_origin, [listen]);
         }
+        if let Some(s) = self.section(root, "master") {
+            let mut master = MasterConfig::default();
+            read_fields!(
+                self,
+                s,
+                master,
+                [
+                    listen,
+                    control_listen,
+                    token,
+                    report_period_ms,
+                    down_after_polls,
+                    egress_window_secs,
+                    prepare_timeout_ms,
+                    player_bitrate_bps,
+                    retry_after_secs,
+                ]
+            );
+            self.require(&s, &["token"]);
+            config.master = Some(master);
+        }
+        if let Some(s) = self.section(root, "cluster") {
+            let mut cluster = ClusterConfig::default();
+            read_fields!(
+                self,
+                s,
+                cluster,
+                [
+                    master,
+                    node_id,
+                    rtsp_url,
+                    token,
+                    max_sessions,
+                    max_egress_bps
+                ]
+            );
+            self.require(&s, &["master", "node_id", "token"]);
+            config.cluster = Some(cluster);
+        }
         for s in self.array_of_tables(root, "mount") {
             // A placeholder keeps the indices of the next mounts; its own
             // problems lie under the reported `mount[i]`.
@@ -181,6 +220,8 @@ impl<'t> Reader<'t> {
                 "admin",
                 "log",
                 "sample_origin",
+                "master",
+                "cluster",
                 "mount",
             ],
         );

@@ -298,3 +298,48 @@ fn sample_origin_is_off_by_default_and_its_address_is_checked() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn master_and_node_sections_are_read_and_checked() {
+    let master = Config::parse(
+        "[master]\nlisten = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef\"\nreport_period_ms = 200\n",
+    )
+    .expect("valid master");
+    let m = master.master.expect("[master]");
+    assert_eq!(m.report_period(), Duration::from_millis(200));
+    assert_eq!(m.down_after_polls, 3);
+    assert!(master.cluster.is_none());
+
+    let node = Config::parse(
+        "[cluster]\nmaster = \"http://127.0.0.1:8566\"\nnode_id = \"edge-1\"\ntoken = \"0123456789abcdef\"\nmax_sessions = 25\n",
+    )
+    .expect("valid node");
+    let c = node.cluster.expect("[cluster]");
+    assert_eq!((c.node_id.as_str(), c.max_sessions), ("edge-1", Some(25)));
+    assert_eq!(c.rtsp_url, None);
+
+    let problems = Config::parse(
+        "[rtsp]\nlisten = \"0.0.0.0:8554\"\n[master]\ntoken = \"short\"\ndown_after_polls = 0\n[cluster]\nmaster = \"ftp://x\"\nnode_id = \"a b\"\ntoken = \"0123456789abcdef\"\n",
+    )
+    .expect_err("invalid");
+    let keys: Vec<(&str, Option<usize>)> =
+        problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    for expected in [
+        ("master.token", Some(4)),
+        ("master.down_after_polls", Some(5)),
+        ("cluster.master", Some(7)),
+        ("cluster.node_id", None),
+        ("cluster.rtsp_url", Some(6)),
+        ("cluster", Some(6)),
+    ] {
+        assert!(
+            keys.iter()
+                .any(|(k, l)| *k == expected.0 && (expected.1.is_none() || *l == expected.1)),
+            "{expected:?} in {keys:?}"
+        );
+    }
+    assert!(problems.iter().all(|p| !p.message.contains("short")));
+    let missing = Config::parse("[cluster]\nnode_id = \"n\"\n").expect_err("missing keys");
+    assert!(missing.iter().any(|p| p.key == "cluster.master"));
+    assert!(missing.iter().any(|p| p.key == "cluster.token"));
+}
