@@ -255,6 +255,8 @@ impl MasterState {
         });
         placement::candidates(key, &views, self.settings.player_bitrate_bps)
             .into_iter()
+            // A node whose control stream is gone cannot be asked to prepare.
+            .filter(|(id, _)| inner.links.contains_key(id))
             .filter_map(|(id, reason)| {
                 let url = inner.membership.get(&id)?.rtsp_url.clone();
                 Some((id, url, reason))
@@ -321,5 +323,96 @@ impl MasterState {
             .collect();
         titles.sort_by(|a, b| a.0.cmp(&b.0));
         titles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::Capacity;
+
+    fn settings() -> Settings {
+        Settings {
+            report_period: Duration::from_secs(1),
+            down_after_polls: 2,
+            egress_window: Duration::from_secs(10),
+            prepare_timeout: Duration::from_secs(1),
+            player_bitrate_bps: 1_000_000,
+        }
+    }
+
+    fn join(state: &MasterState, id: &str, now: Instant) -> mpsc::Receiver<pb::Batch> {
+        let (tx, rx) = mpsc::channel(8);
+        let registration = Registration {
+            node_id: id.into(),
+            rtsp_url: format!("rtsp://{id}"),
+            capacity: Capacity {
+                max_sessions: 100,
+                max_egress_bps: 1_000_000_000,
+            },
+        };
+        state.connect(&registration, tx, now);
+        let load = pb::LoadReport {
+            healthy: true,
+            ..Default::default()
+        };
+        state.report(id, &load, now);
+        rx
+    }
+
+    #[test]
+    fn the_node_asked_to_fill_a_title_gets_its_next_players() {
+        let state = MasterState::new(settings());
+        let t0 = Instant::now();
+        let _links: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| join(&state, id, t0))
+            .collect();
+        let first = state.candidates("rtsp://o/t", t0);
+        assert_eq!(first[0].2, Reason::Hashed);
+        let chosen = first[0].0.clone();
+        state.assigned(&chosen, "rtsp://o/t", t0);
+        // Without the fill, the bounded load would send the second player
+        // of this title elsewhere: with it, the filler comes first.
+        for _ in 0..10 {
+            let next = state.candidates("rtsp://o/t", t0);
+            assert_eq!(
+                (next[0].0.as_str(), next[0].2),
+                (chosen.as_str(), Reason::Partial)
+            );
+            state.assigned(&chosen, "rtsp://o/t", t0);
+        }
+        // Once the fill is forgotten (its reports never said so), hashing
+        // with bounded load applies again.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(state.candidates("rtsp://o/t", later)[0].2, Reason::Hashed);
+    }
+
+    #[test]
+    fn answers_reach_their_request_and_a_new_link_fails_the_old_ones() {
+        let state = MasterState::new(settings());
+        let t0 = Instant::now();
+        let mut link = join(&state, "a", t0);
+        let mut first = state
+            .request("a", pb::envelope::Body::Poll(pb::Poll {}))
+            .expect("linked");
+        let mut second = state
+            .request("a", pb::envelope::Body::Poll(pb::Poll {}))
+            .expect("linked");
+        assert_ne!(first.request_id, second.request_id);
+        let sent = link.try_recv().expect("sent");
+        assert_eq!(sent.messages[0].request_id, first.request_id);
+        // Out of order: the second is answered first.
+        state.answered("a", second.request_id, "busy".into());
+        assert_eq!(second.answer.try_recv(), Ok(Err("busy".to_owned())));
+        assert!(first.answer.try_recv().is_err(), "not answered yet");
+        let _relinked = join(&state, "a", t0);
+        assert!(matches!(
+            first.answer.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(state
+            .request("nobody", pb::envelope::Body::Poll(pb::Poll {}))
+            .is_none());
     }
 }
