@@ -18,7 +18,7 @@ use crate::hub::HubSettings;
 use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
 use crate::sample::SampleOrigin;
-use crate::{admin, descriptors, notify, reload, serve};
+use crate::{admin, descriptors, node, notify, reload, serve};
 
 /// Opens the configured store. The daemon opens it for writing (and holds
 /// its lock); the `cache` inspection commands open it read-only, which is
@@ -155,6 +155,28 @@ async fn run_server(
         local,
         player_limits,
     );
+    // A node of a cluster: the control connection to the master runs on
+    // its own; serving never waits for it.
+    let cluster = config.cluster.as_ref().map(|cluster| {
+        let rtsp_url = cluster
+            .rtsp_url
+            .clone()
+            .unwrap_or_else(|| format!("rtsp://{local}"));
+        // By default the player session limit in force (`[rtsp]
+        // max_sessions`, lowered if the descriptors could not hold it).
+        let max_sessions = cluster.max_sessions.unwrap_or_else(|| {
+            u32::try_from(server.player_limits.max_sessions).unwrap_or(u32::MAX)
+        });
+        let status = node::Status::new(cluster, &rtsp_url);
+        tokio::spawn(node::run(
+            Arc::clone(&server),
+            cluster.clone(),
+            rtsp_url,
+            max_sessions,
+            Arc::clone(&status),
+        ));
+        status
+    });
     // Reload by SIGHUP (`systemctl reload`) or through the admin API.
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
@@ -165,6 +187,7 @@ async fn run_server(
             Arc::clone(&server),
             config.admin.token.clone(),
             Some(reloader),
+            cluster,
         ));
     }
     // Every listener is bound (connections wait in the backlog until the

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod master;
 pub mod metrics;
 pub mod mounts;
+pub mod node;
 pub mod notify;
 pub mod origin;
 pub mod playback;

@@ -11,6 +11,7 @@
 //! URL, which may carry credentials), the others take a fixed set of values.
 //! The families are listed in the README, section "Metrics".
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
@@ -131,6 +132,9 @@ pub struct Metrics {
     origin_describe_seconds: Family<MountLabels, Histogram>,
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_revalidations: Family<ResultLabels, Counter>,
+    /// Every mount label the byte counters were created with (a family
+    /// cannot list its series), for their totals.
+    counted_mounts: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -196,6 +200,7 @@ impl Metrics {
             origin_describe_seconds,
             cache_lookups,
             cache_revalidations,
+            counted_mounts: Mutex::default(),
         }
     }
 
@@ -224,9 +229,7 @@ impl Metrics {
 
     /// The counters of one player session on `mount`.
     pub fn player(&self, mount: &str) -> PlayerCounters {
-        let labels = MountLabels {
-            mount: mount.to_owned(),
-        };
+        let labels = self.mount_labels(mount);
         PlayerCounters {
             sent_bytes: self.player_sent_bytes.get_or_create(&labels).clone(),
             rtp_lost: self.player_rtp_lost.get_or_create(&labels).clone(),
@@ -235,15 +238,55 @@ impl Metrics {
 
     /// The counters of origin work for `mount`.
     pub fn origin(&self, mount: &str) -> OriginCounters {
-        let labels = MountLabels {
-            mount: mount.to_owned(),
-        };
+        let labels = self.mount_labels(mount);
         OriginCounters {
             received_bytes: self.origin_received_bytes.get_or_create(&labels).clone(),
             describe_seconds: self.origin_describe_seconds.get_or_create(&labels).clone(),
             failures: self.origin_failures.clone(),
             mount: labels.mount,
         }
+    }
+
+    /// The labels of `mount`'s counters, noted for the totals.
+    fn mount_labels(&self, mount: &str) -> MountLabels {
+        let mut counted = self
+            .counted_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !counted.contains(mount) {
+            counted.insert(mount.to_owned());
+        }
+        MountLabels {
+            mount: mount.to_owned(),
+        }
+    }
+
+    /// The sum of one byte counter over every mount.
+    fn total(&self, family: &Family<MountLabels, Counter>) -> u64 {
+        let counted = self
+            .counted_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counted
+            .iter()
+            .filter_map(|mount| {
+                family
+                    .get(&MountLabels {
+                        mount: mount.clone(),
+                    })
+                    .map(|c| c.get())
+            })
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Bytes sent to players so far, over every mount.
+    pub fn player_sent_bytes_total(&self) -> u64 {
+        self.total(&self.player_sent_bytes)
+    }
+
+    /// Bytes received from origins so far, over every mount.
+    pub fn origin_received_bytes_total(&self) -> u64 {
+        self.total(&self.origin_received_bytes)
     }
 
     pub fn lookup(&self, outcome: LookupOutcome) {
@@ -453,6 +496,10 @@ mod tests {
             s("streamcache_origin_describe_seconds_bucket{le=\"0.04\",mount=\"/vod\"}"),
             Some(1.0)
         );
+        // Totals over every mount (the cluster's load report).
+        m.player("/vod").sent_bytes.inc_by(6);
+        assert_eq!(m.player_sent_bytes_total(), 1240);
+        assert_eq!(m.origin_received_bytes_total(), 99);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::node;
 use crate::reload::Reloader;
 use crate::serve::Server;
 
@@ -81,8 +82,13 @@ pub async fn run(
     server: Arc<Server>,
     token: Option<String>,
     reloader: Option<Arc<Reloader>>,
+    cluster: Option<Arc<node::Status>>,
 ) {
-    serve(listener, Arc::new(Admin::new(server, token, reloader))).await;
+    serve(
+        listener,
+        Arc::new(Admin::new(server, token, reloader, cluster)),
+    )
+    .await;
 }
 
 /// Serves an admin API (with the listener's connection limits and

@@ -12,6 +12,7 @@ use streamcache_rtsp::auth::ct_eq;
 use super::mounts;
 use super::presentations::{self, Selector};
 use super::{sessions, Body};
+use crate::node;
 use crate::reload::Reloader;
 use crate::serve::Server;
 
@@ -23,6 +24,8 @@ pub struct Admin {
     server: Arc<Server>,
     token: Option<String>,
     reloader: Option<Arc<Reloader>>,
+    /// The node's side of the cluster, when it is a node.
+    cluster: Option<Arc<node::Status>>,
 }
 
 impl Admin {
@@ -30,11 +33,13 @@ impl Admin {
         server: Arc<Server>,
         token: Option<String>,
         reloader: Option<Arc<Reloader>>,
+        cluster: Option<Arc<node::Status>>,
     ) -> Admin {
         Admin {
             server,
             token,
             reloader,
+            cluster,
         }
     }
 
@@ -103,6 +108,21 @@ impl Admin {
             Route::Sessions => sessions::list(&self.server),
             Route::Mounts => mounts::list(&self.server),
             Route::Reload => self.reload(),
+            Route::Cluster => match &self.cluster {
+                Some(status) => json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "node_id": status.node_id,
+                        "master": status.master,
+                        "connected": status.connected(),
+                        "rtsp_url": status.rtsp_url,
+                    }),
+                ),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "this proxy is not a cluster node (no [cluster] section)",
+                ),
+            },
         }
     }
 
@@ -182,6 +202,7 @@ enum Route<'a> {
     Sessions,
     Mounts,
     Reload,
+    Cluster,
 }
 
 impl<'a> Route<'a> {
@@ -198,6 +219,7 @@ impl<'a> Route<'a> {
             "/api/v1/sessions" => Route::Sessions,
             "/api/v1/mounts" => Route::Mounts,
             "/api/v1/reload" => Route::Reload,
+            "/api/v1/cluster" => Route::Cluster,
             _ => {
                 let id = path.strip_prefix("/api/v1/presentations/")?;
                 let url_safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
@@ -213,9 +235,12 @@ impl<'a> Route<'a> {
     /// GET is (hyper leaves the body out).
     fn allowed(&self) -> &'static str {
         match self {
-            Route::Index | Route::Healthz | Route::Metrics | Route::Sessions | Route::Mounts => {
-                "GET, HEAD"
-            }
+            Route::Index
+            | Route::Healthz
+            | Route::Metrics
+            | Route::Sessions
+            | Route::Mounts
+            | Route::Cluster => "GET, HEAD",
             Route::Presentations => "GET, HEAD, DELETE",
             Route::Presentation(_) => "DELETE",
             Route::Reload => "POST",
@@ -260,6 +285,11 @@ const ENDPOINTS: &[(&str, &str, &str)] = &[
         "purge by key (the origin URL)",
     ),
     ("POST", "/api/v1/reload", "re-read the configuration file"),
+    (
+        "GET",
+        "/api/v1/cluster",
+        "this node's cluster: node id, master, connected, RTSP URL",
+    ),
 ];
 
 /// `GET /`: the endpoints, so that the API can be found from its root.
@@ -332,6 +362,7 @@ mod tests {
         assert_eq!(Route::parse("/api/v2/sessions"), None);
         assert_eq!(Route::parse("/"), Some(Route::Index));
         assert_eq!(Route::parse("/api/v1/mounts"), Some(Route::Mounts));
+        assert_eq!(Route::parse("/api/v1/cluster"), Some(Route::Cluster));
         assert!(Route::Reload.allows(&Method::POST));
         assert!(!Route::Reload.allows(&Method::GET));
         assert!(Route::Presentation("x").allows(&Method::DELETE));

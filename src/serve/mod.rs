@@ -36,6 +36,8 @@ use player_auth::NonceClock;
 use refusals::{Refusal, Refusals};
 use session::Sessions;
 
+pub(crate) use methods::prepare;
+
 /// What every connection task shares.
 pub struct Server {
     pub catalog: Arc<Catalog>,

@@ -310,6 +310,11 @@ impl Sessions {
         self.lock().insert(session.id.clone(), session);
     }
 
+    /// Sessions in all.
+    pub fn total(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Sessions in all, and those of players at `ip`.
     pub fn count(&self, ip: IpAddr) -> (usize, usize) {
         let map = self.lock();

@@ -31,6 +31,8 @@ mod setup;
 mod source;
 mod transport;
 
+pub(crate) use source::prepare;
+
 use std::sync::Arc;
 
 use rtsp_types::headers::{self, HeaderName};

@@ -15,6 +15,7 @@ use super::Reply;
 use crate::catalog::Lookup;
 use crate::metrics::LookupOutcome;
 use crate::mounts::Resolved;
+use crate::origin::OriginError;
 
 /// A player's `Cache-Control` request directives that change where a
 /// presentation comes from (RFC 2326 §12.8).
@@ -42,6 +43,16 @@ impl PlayerCacheControl {
     }
 }
 
+/// Why a title has no source.
+enum NoSource {
+    /// Not served from the store and the origin may not be asked (the
+    /// player said `only-if-cached`), or stale, its rules forbid serving it
+    /// unvalidated, and the origin cannot be reached.
+    Unavailable,
+    /// The origin failed.
+    Origin(OriginError),
+}
+
 /// Where a new session's media comes from: the store when it holds the
 /// whole title, the origin's cache rules let it be served (revalidating it
 /// if stale) and the player allows it; otherwise the origin's hub.
@@ -50,7 +61,37 @@ pub(super) async fn source_for(
     request: &Request<Vec<u8>>,
     resolved: &Resolved,
 ) -> Result<Source, Reply> {
+    // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
+    let claim = request.method() == Method::Setup;
     let cc = PlayerCacheControl::of(request);
+    find_source(server, resolved, cc, claim)
+        .await
+        .map_err(|e| match e {
+            NoSource::Unavailable => Reply::status(504),
+            NoSource::Origin(e) => Reply::status(e.rtsp_status()),
+        })
+}
+
+/// Gets a title ready for a player the cluster's master is about to send
+/// here, as that player's DESCRIBE would: nothing to do when the store may
+/// serve it, otherwise the origin's hub is started (or joined); a new hub
+/// lingers until a player claims it. The error is said to the master.
+pub(crate) async fn prepare(server: &Arc<Server>, resolved: &Resolved) -> Result<(), String> {
+    match find_source(server, resolved, PlayerCacheControl::default(), false).await {
+        Ok(_) => Ok(()),
+        Err(NoSource::Unavailable) => {
+            Err("the stored title is stale and its origin cannot revalidate it".into())
+        }
+        Err(NoSource::Origin(e)) => Err(e.to_string()),
+    }
+}
+
+async fn find_source(
+    server: &Arc<Server>,
+    resolved: &Resolved,
+    cc: PlayerCacheControl,
+    claim: bool,
+) -> Result<Source, NoSource> {
     let described = if cc.no_cache {
         server.metrics.lookup(LookupOutcome::Bypass);
         None
@@ -60,15 +101,13 @@ pub(super) async fn source_for(
                 server.seen.note(&resolved.mount, &resolved.key, false);
                 return Ok(Source::Cache(title));
             }
-            Lookup::Unavailable => return Err(Reply::status(504)),
+            Lookup::Unavailable => return Err(NoSource::Unavailable),
             Lookup::Miss(described) => described,
         }
     };
     if cc.only_if_cached {
-        return Err(Reply::status(504));
+        return Err(NoSource::Unavailable);
     }
-    // A SETUP's hub waits for the player's PLAY; a DESCRIBE's need not.
-    let claim = request.method() == Method::Setup;
     match server.catalog.hub(resolved, described, claim).await {
         Ok(hub) => {
             server
@@ -78,7 +117,7 @@ pub(super) async fn source_for(
         }
         Err(e) => {
             warn!(mount = %resolved.mount.path, origin = %resolved.origin_url, error = %e, "origin request failed");
-            Err(Reply::status(e.rtsp_status()))
+            Err(NoSource::Origin(e))
         }
     }
 }
