@@ -65,9 +65,10 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let token_metrics = Arc::clone(&metrics);
+    let quiet = Arc::new(QuietLog::default());
     let intercepted = tonic::service::interceptor::InterceptedService::new(
         checked,
-        move |request: Request<()>| check_token(request, &token, &token_metrics),
+        move |request: Request<()>| check_token(request, &token, &token_metrics, &quiet),
     );
     let routes = tonic::service::Routes::new(intercepted).prepare();
     loop {
@@ -105,10 +106,32 @@ pub async fn run(
     }
 }
 
+/// A misconfigured node retries every few seconds: its refusal is logged
+/// once per address per minute (the metric counts every one).
+#[derive(Default)]
+struct QuietLog(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>);
+
+impl QuietLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn should_log(&self, peer: Option<SocketAddr>) -> bool {
+        let Some(peer) = peer else { return true };
+        let now = Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.retain(|_, at| now.saturating_duration_since(*at) < Self::EVERY);
+        if last.contains_key(&peer.ip()) {
+            return false;
+        }
+        last.insert(peer.ip(), now);
+        true
+    }
+}
+
 fn check_token(
     request: Request<()>,
     token: &str,
     metrics: &MasterMetrics,
+    quiet: &QuietLog,
 ) -> Result<Request<()>, Status> {
     let presented = request
         .metadata()
@@ -120,7 +143,9 @@ fn check_token(
     }
     let peer = request.extensions().get::<Peer>().map(|p| p.0);
     metrics.control_refused("token");
-    warn!(peer = ?peer, presented = presented.is_some(), "control connection refused: missing or wrong cluster token");
+    if quiet.should_log(peer) {
+        warn!(peer = ?peer, presented = presented.is_some(), "control connection refused: missing or wrong cluster token (logged once a minute per address)");
+    }
     Err(Status::unauthenticated("missing or wrong cluster token"))
 }
 
