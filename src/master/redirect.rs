@@ -31,6 +31,9 @@ use crate::cluster::protocol::pb;
 use crate::mounts::{Mounts, Resolved};
 
 const SERVER: &str = concat!("streamcache-master/", env!("CARGO_PKG_VERSION"));
+/// The methods of the nodes players are sent to.
+const NODE_METHODS: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 /// A connection that sends no request for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -137,9 +140,9 @@ async fn answer(
         builder
     };
     if *request.method() == Method::Options {
-        return reply(200)
-            .header(headers::PUBLIC, "OPTIONS, DESCRIBE")
-            .build(Vec::new());
+        // What the player will get from the node it is sent to: rtspsrc
+        // refuses a server whose OPTIONS does not list SETUP and PLAY.
+        return reply(200).header(headers::PUBLIC, NODE_METHODS).build(Vec::new());
     }
     let Some(url) = request.request_uri() else {
         redirector.metrics.request("bad_request");
