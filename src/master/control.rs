@@ -127,6 +127,20 @@ impl QuietLog {
     }
 }
 
+/// Waits until the 24 bytes of an HTTP/2 client preface have arrived (or
+/// the peer closed), without reading them.
+async fn preface(stream: &tokio::net::TcpStream) {
+    let mut buf = [0u8; 24];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n < buf.len() && n > 0 => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
 fn check_token(
     request: Request<()>,
     token: &str,

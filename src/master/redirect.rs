@@ -142,7 +142,9 @@ async fn answer(
     if *request.method() == Method::Options {
         // What the player will get from the node it is sent to: rtspsrc
         // refuses a server whose OPTIONS does not list SETUP and PLAY.
-        return reply(200).header(headers::PUBLIC, NODE_METHODS).build(Vec::new());
+        return reply(200)
+            .header(headers::PUBLIC, NODE_METHODS)
+            .build(Vec::new());
     }
     let Some(url) = request.request_uri() else {
         redirector.metrics.request("bad_request");

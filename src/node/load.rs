@@ -14,11 +14,10 @@ use tokio::time::Instant;
 /// second, three allow for a slow player. The master counts the players it
 /// sent only until this node's next report, so the report itself must
 /// count them until their sessions exist, or the master would see the
-/// room they take as free and send more players than fit. A prepared
-/// player whose session has already started is counted twice until its
-/// reservation expires: an over-count for at most this long, which costs a
-/// player sent to a less loaded node, where an under-count would cost a
-/// player refused here.
+/// room they take as free and send more players than fit. Each session
+/// that starts consumes the oldest reservation (sessions cannot be matched
+/// to the Prepare that announced them: the player comes on a connection of
+/// its own), so a prepared player is not counted twice once it is here.
 pub const PREPARE_HOLD: Duration = Duration::from_secs(3);
 
 /// Rates over a shorter window are too noisy to report: a sample taken that
@@ -93,6 +92,8 @@ pub struct Reservations {
     /// Oldest first.
     held: VecDeque<(Ticket, Instant)>,
     next: u64,
+    /// The node's count of sessions started, when last seen.
+    started_seen: u64,
 }
 
 impl Reservations {
@@ -112,6 +113,17 @@ impl Reservations {
     /// A failed Prepare brings no player: its session is free again.
     pub fn release(&mut self, ticket: Ticket) {
         self.held.retain(|(held, _)| *held != ticket);
+    }
+
+    /// Sessions started since the last call (`started`: the node's count
+    /// of sessions started so far) take the place of as many reservations,
+    /// oldest first.
+    pub fn sessions_started(&mut self, started: u64) {
+        let new = started.saturating_sub(self.started_seen);
+        self.started_seen = started;
+        for _ in 0..new.min(self.held.len() as u64) {
+            self.held.pop_front();
+        }
     }
 
     /// Reservations younger than [`PREPARE_HOLD`] (older ones are dropped).
@@ -196,5 +208,20 @@ mod tests {
         // At the cap without reservations: none.
         assert_eq!(Reservations::default().try_reserve(t0, 3, 3), None);
         assert_eq!(reported_sessions(usize::MAX, 1), u32::MAX);
+    }
+
+    #[test]
+    fn a_started_session_takes_the_place_of_the_oldest_reservation() {
+        let t0 = Instant::now();
+        let mut r = Reservations::default();
+        // 40 sessions ran before any Prepare: they consume nothing.
+        r.sessions_started(40);
+        for _ in 0..3 {
+            assert!(r.try_reserve(t0, 0, 10).is_some());
+        }
+        r.sessions_started(42);
+        assert_eq!(r.count(t0), 1, "two prepared players arrived");
+        r.sessions_started(50);
+        assert_eq!(r.count(t0), 0, "never below none");
     }
 }

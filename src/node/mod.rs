@@ -120,7 +120,11 @@ impl Node {
             metrics.player_sent_bytes_total(),
             metrics.origin_received_bytes_total(),
         );
-        let reserved = lock(&self.reservations).count(now);
+        let reserved = {
+            let mut reservations = lock(&self.reservations);
+            reservations.sessions_started(self.server.sessions.started());
+            reservations.count(now)
+        };
         let store = self.server.catalog.store();
         pb::LoadReport {
             sessions: load::reported_sessions(self.server.sessions.total(), reserved),
@@ -139,7 +143,9 @@ impl Node {
 
     /// A session for a prepared player, unless this node is full.
     fn reserve(&self) -> Option<Ticket> {
-        lock(&self.reservations).try_reserve(
+        let mut reservations = lock(&self.reservations);
+        reservations.sessions_started(self.server.sessions.started());
+        reservations.try_reserve(
             Instant::now(),
             self.server.sessions.total(),
             self.max_sessions,

@@ -258,6 +258,9 @@ pub struct Sessions {
     map: Mutex<HashMap<String, Arc<PlayerSession>>>,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Sessions started since the daemon started (a cluster node's
+    /// reservations for prepared players are consumed by them).
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl Sessions {
@@ -267,6 +270,7 @@ impl Sessions {
             map: Mutex::new(HashMap::new()),
             timeout,
             metrics,
+            started: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&sessions);
         sessions.metrics.watch_sessions(move || {
@@ -308,6 +312,13 @@ impl Sessions {
             .counters
             .set(self.metrics.player(&session.presentation.mount.path));
         self.lock().insert(session.id.clone(), session);
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sessions started so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sessions in all.
