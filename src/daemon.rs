@@ -2,7 +2,6 @@
 //! SIGTERM or Ctrl-C.
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,15 +73,13 @@ pub fn serve(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<ExitCode>
     // Read once, for both the daemon and the reloader's record of the file.
     let loaded = reload::read(path)?;
     let config = &loaded.config;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // RUST_LOG wins over the configured level; check-config validated the latter.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(log_colours())
-        .init();
+    if config.master.is_some() {
+        anyhow::bail!(
+            "{} has a [master] section: run it with `streamcache master` (or `streamcache run`)",
+            path.display()
+        );
+    }
+    init_logging(&config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,7 +173,11 @@ async fn run_server(
     let admin_shown = admin_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
     info!(rtsp = %local, admin = %admin_shown, "listening");
     if let Some(ready_file) = ready_file {
-        write_ready_file(ready_file, local, admin_local)?;
+        let addresses = serde_json::json!({
+            "rtsp": local.to_string(),
+            "admin": admin_local.map(|a| a.to_string()),
+        });
+        write_ready_file(ready_file, &addresses)?;
     }
     // Tell systemd (Type=notify) we are ready.
     match notify::ready() {
@@ -193,6 +194,33 @@ async fn run_server(
     }
 }
 
+/// Logs to standard output at the configured level (`RUST_LOG` wins).
+pub fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // check-config validated the configured level.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(log_colours())
+        .init();
+}
+
+/// SIGHUP (`systemctl reload`) would end a process that does not handle
+/// it: a role with nothing to reload says so instead.
+pub fn ignore_sighup(message: &'static str) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            warn!("SIGHUP: {message}");
+        }
+    });
+}
+
 /// Whether the log (on standard output) may be coloured: only for a person
 /// at a terminal. Colour codes in a file or the journal are noise; under
 /// systemd (`JOURNAL_STREAM`, `INVOCATION_ID`) even a tty output goes to a
@@ -205,19 +233,12 @@ fn log_colours() -> bool {
         && !set("INVOCATION_ID")
 }
 
-/// Writes `{"rtsp": "IP:PORT", "admin": "IP:PORT" | null}` to `path`
-/// through a temporary file and a rename, so that a reader polling for the
-/// file never sees it half written.
-fn write_ready_file(
-    path: &Path,
-    rtsp: SocketAddr,
-    admin: Option<SocketAddr>,
-) -> anyhow::Result<()> {
-    let text = serde_json::json!({
-        "rtsp": rtsp.to_string(),
-        "admin": admin.map(|a| a.to_string()),
-    })
-    .to_string();
+/// Writes the bound addresses (`{"rtsp": "IP:PORT", "admin": "IP:PORT" |
+/// null}`, the master adds `"control"`) to `path` through a temporary file
+/// and a rename, so that a reader polling for the file never sees it half
+/// written.
+pub fn write_ready_file(path: &Path, addresses: &serde_json::Value) -> anyhow::Result<()> {
+    let text = addresses.to_string();
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     std::fs::write(&temporary, text + "\n")

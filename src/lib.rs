@@ -20,6 +20,7 @@ pub mod freshness;
 pub mod hash_password;
 pub mod hub;
 pub mod listener;
+pub mod master;
 pub mod metrics;
 pub mod mounts;
 pub mod notify;

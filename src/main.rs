@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use streamcache::cli::cache::CacheAction;
 use streamcache::config::{self, Config};
-use streamcache::{cli, daemon, hash_password, sample};
+use streamcache::{cli, daemon, hash_password, master, sample};
 
 /// Where the Debian package puts the configuration.
 const INSTALLED_CONFIG: &str = "/etc/streamcache/streamcache.toml";
@@ -34,6 +34,21 @@ enum Command {
         /// Once every listener is bound, write their addresses to this file
         /// as JSON, e.g. `{"rtsp":"127.0.0.1:8554","admin":null}`: how a
         /// script learns the ports of `listen = "127.0.0.1:0"`.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run the cluster's master (the configuration needs a `[master]`
+    /// section): players' DESCRIBEs are redirected to the best node.
+    Master {
+        /// As for `serve`, with the control address added:
+        /// `{"rtsp":…,"control":…,"admin":…}`.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run the role the configuration names: the master when it has a
+    /// `[master]` section, else the proxy (a cluster node when it has
+    /// `[cluster]`). The packaged service runs this.
+    Run {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
@@ -74,6 +89,8 @@ fn main() -> ExitCode {
     let config = cli.config.unwrap_or_else(default_config);
     let result = match cli.command {
         Command::Serve { ready_file } => daemon::serve(&config, ready_file.as_deref()),
+        Command::Master { ready_file } => master::run(&config, ready_file.as_deref()),
+        Command::Run { ready_file } => run_role(&config, ready_file.as_deref()),
         Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(&config)),
         Command::HashPassword { realm, user } => hash_password::run(&realm, &user),
         Command::SampleOrigin { listen } => sample::run_alone(listen),
@@ -101,11 +118,26 @@ fn default_config() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(INSTALLED_CONFIG))
 }
 
+/// `streamcache run`: the master for a file with `[master]`, else the proxy.
+fn run_role(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    if config.master.is_some() {
+        master::run(path, ready_file)
+    } else {
+        daemon::serve(path, ready_file)
+    }
+}
+
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {
+            let role = match (&config.master, &config.cluster) {
+                (Some(_), _) => "cluster master, ".to_owned(),
+                (None, Some(cluster)) => format!("cluster node {}, ", cluster.node_id),
+                (None, None) => String::new(),
+            };
             println!(
-                "{}: valid ({} mount{})",
+                "{}: valid ({role}{} mount{})",
                 path.display(),
                 config.mounts.len(),
                 if config.mounts.len() == 1 { "" } else { "s" }

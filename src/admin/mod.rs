@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 use crate::reload::Reloader;
 use crate::serve::Server;
 
-pub use routes::Admin;
+pub use routes::{authorized, error, json_response, unauthorized, Admin};
 
 /// Concurrent admin connections; beyond this new ones wait in the backlog.
 /// The API is for a handful of operators and scrapers, not for the public.
@@ -60,14 +60,34 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for the admin API on {addr}"))
 }
 
-/// Serves the admin API until the task is dropped.
+/// What answers the requests of an admin listener: the proxy's API
+/// ([`Admin`]) or the cluster master's.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+    ) -> impl std::future::Future<Output = hyper::Response<Body>> + Send;
+}
+
+impl Handler for Admin {
+    async fn handle(&self, request: Request<Incoming>) -> hyper::Response<Body> {
+        Admin::handle(self, request).await
+    }
+}
+
+/// Serves the proxy's admin API until the task is dropped.
 pub async fn run(
     listener: TcpListener,
     server: Arc<Server>,
     token: Option<String>,
     reloader: Option<Arc<Reloader>>,
 ) {
-    let admin = Arc::new(Admin::new(server, token, reloader));
+    serve(listener, Arc::new(Admin::new(server, token, reloader))).await;
+}
+
+/// Serves an admin API (with the listener's connection limits and
+/// timeouts) until the task is dropped.
+pub async fn serve<H: Handler>(listener: TcpListener, admin: Arc<H>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_address = Arc::new(PerAddress::default());
     loop {

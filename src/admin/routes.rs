@@ -41,12 +41,7 @@ impl Admin {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let (parts, body) = request.into_parts();
         if !self.authorized(parts.headers.get(AUTHORIZATION)) {
-            let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"streamcache\""),
-            );
-            return response;
+            return unauthorized();
         }
         // Drain the body (bounded) so that the connection can be reused.
         if Limited::new(body, MAX_BODY).collect().await.is_err() {
@@ -142,14 +137,30 @@ impl Admin {
     }
 
     fn authorized(&self, header: Option<&HeaderValue>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let Some(presented) = header.and_then(|h| h.to_str().ok()).and_then(bearer_token) else {
-            return false;
-        };
-        ct_eq(presented.as_bytes(), token.as_bytes())
+        authorized(self.token.as_deref(), header)
     }
+}
+
+/// Whether a request's `Authorization` header carries `token` (any request
+/// does when there is none).
+pub fn authorized(token: Option<&str>, header: Option<&HeaderValue>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(presented) = header.and_then(|h| h.to_str().ok()).and_then(bearer_token) else {
+        return false;
+    };
+    ct_eq(presented.as_bytes(), token.as_bytes())
+}
+
+/// The 401 sent for a missing or wrong token.
+pub fn unauthorized() -> Response<Body> {
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"streamcache\""),
+    );
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme name is
