@@ -28,19 +28,26 @@ use support::*;
 const FRAME_RATE: usize = 25;
 
 /// The mount every test cluster serves: `/o/...` → the origin's `/...`;
-/// titles are `/o/vod?t=NAME` (the origin serves one file at `/vod`, the
-/// query makes each a title of its own: another cache key).
+/// titles are `/o/vod/NAME` (see [`titles_origin`]).
 fn mount(origin: &Origin) -> Mount {
     Mount::new("/o", &origin.url("/")).transport("tcp")
 }
 
-/// The cache key of `/o/vod?t=NAME` (the origin URL, as `mounts.rs` keys it).
+/// The cache key of `/o/vod/NAME` (the origin URL, as `mounts.rs` keys it).
 fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod?t={name}", origin.port())
+    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
+}
+
+/// An origin serving the `secs` title at `/vod/NAME` for each of the names
+/// the tests here use: each a title (a cache key) of its own.
+fn titles_origin(secs: u32) -> Origin {
+    Origin::start(OriginOpts::new().media(test_media(secs)).titles(&[
+        "thirty", "a", "b", "c", "cap0", "cap1", "cap2", "cap3", "cap4", "cap5", "auth",
+    ]))
 }
 
 fn title(name: &str) -> String {
-    format!("/o/vod?t={name}")
+    format!("/o/vod/{name}")
 }
 
 /// Video frame hashes of a direct pull of the `secs` title from an origin
@@ -79,7 +86,7 @@ fn sessions_started(node: &Node) -> usize {
 #[test]
 fn thirty_players_via_the_master_share_one_origin_play() {
     let secs = 6;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
     let url = cluster.master.url(&title("thirty"));
     let reference = thread::spawn(move || direct_pull(secs));
@@ -161,7 +168,7 @@ fn play_one(i: usize, url: &str, secs: u32) -> Result<Option<Vec<String>>, Strin
 #[test]
 fn titles_complete_on_one_node_send_their_players_there() {
     let secs = 4;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
     let names = ["a", "b", "c"];
 
@@ -243,7 +250,7 @@ const CAP: usize = 25;
 #[test]
 fn no_node_above_its_cap_and_the_overflow_is_refused() {
     let secs = 10;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let cluster = Cluster::start(&[mount(&origin)], 3, |c| {
         c.replace(
             "player_queue_packets = 2048\n",
@@ -396,7 +403,7 @@ const PASSWORD: &str = "s3cret-Pl4yer";
 #[test]
 fn a_mount_with_users_is_protected_at_the_master_and_at_the_node() {
     let secs = 4;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let users = hash_password_lines(None, USER, PASSWORD);
     let protected =
         mount(&origin).extra(&format!("auth_schemes = [\"basic\", \"digest\"]\n{users}"));

@@ -29,11 +29,21 @@ fn mount(origin: &Origin) -> Mount {
 }
 
 fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod?t={name}", origin.port())
+    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
+}
+
+/// An origin serving the `secs` title at `/vod/NAME` for each of the names
+/// the tests here use: each a title (a cache key) of its own.
+fn titles_origin(secs: u32) -> Origin {
+    Origin::start(
+        OriginOpts::new()
+            .media(test_media(secs))
+            .titles(&["k", "other", "m", "direct", "after"]),
+    )
 }
 
 fn title(name: &str) -> String {
-    format!("/o/vod?t={name}")
+    format!("/o/vod/{name}")
 }
 
 /// The node a DESCRIBE of `path` at the master is sent to (its id).
@@ -65,7 +75,7 @@ fn down_window() -> Duration {
 #[test]
 fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
     let secs = 4;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let mut cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
     let path = title("k");
     let url = cluster.master.url(&path);
@@ -125,7 +135,7 @@ fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
 #[test]
 fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
     let secs = 10;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let mut cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
     let path = title("m");
     let url = cluster.master.url(&path);
@@ -184,7 +194,7 @@ fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
 #[test]
 fn bad_peers_on_the_control_port_are_refused_and_harm_nothing() {
     let secs = 4;
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let origin = titles_origin(secs);
     let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
     let control = cluster.master.control_port();
 
