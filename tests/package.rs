@@ -440,7 +440,7 @@ fn packaged_config_and_unit_are_as_promised() {
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "LimitNOFILE=65536",
-        "ExecStart=/usr/bin/streamcache serve --config /etc/streamcache/streamcache.toml",
+        "ExecStart=/usr/bin/streamcache run --config /etc/streamcache/streamcache.toml",
         "Restart=on-failure",
     ] {
         assert!(lines.contains(&line), "unit lacks `{line}`");

@@ -33,13 +33,16 @@ path = \"cams\"
 origin = \"rtsp://viewer:hunter2@127.0.0.1:8654/live\"
 ";
 
-/// The shipped `etc/streamcache.toml` validates.
+/// The shipped `etc/streamcache.toml` validates, and so do the cluster
+/// examples `etc/master.toml` and `etc/node.toml`.
 #[test]
 fn check_config_accepts_the_default_file() {
-    let file = repo_root().join("etc/streamcache.toml");
-    let out = run_streamcache(&["check-config", file.to_str().unwrap()]);
-    assert!(out.success(), "{out:?}");
-    assert!(out.stdout.contains("valid"), "{out:?}");
+    for name in ["streamcache.toml", "master.toml", "node.toml"] {
+        let file = repo_root().join("etc").join(name);
+        let out = run_streamcache(&["check-config", file.to_str().unwrap()]);
+        assert!(out.success(), "{name}: {out:?}");
+        assert!(out.stdout.contains("valid"), "{name}: {out:?}");
+    }
 }
 
 /// A broken file fails, and each problem names its key and line; the

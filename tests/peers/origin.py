@@ -148,6 +148,14 @@ class Origin:
             vod.set_protocols(protocols)
             mounts.add_factory("/vod", vod)
             factories.append(vod)
+            # More titles of the same file, each a URL (a cache key) of its own.
+            for name in filter(None, (args.titles or "").split(",")):
+                title = GstRtspServer.RTSPMediaFactory()
+                title.set_launch(vod_launch(args.media))
+                title.set_shared(False)
+                title.set_protocols(protocols)
+                mounts.add_factory("/vod/" + name, title)
+                factories.append(title)
 
         if args.user is not None:
             self.protect(args, factories)
@@ -324,6 +332,10 @@ def main():
     parser.add_argument("--port", type=int, required=True, help="RTSP port (0: any free one)")
     parser.add_argument("--address", default="127.0.0.1", help="listen address")
     parser.add_argument("--media", help="MKV file (H.264 + AAC) served at /vod")
+    parser.add_argument(
+        "--titles",
+        help="comma-separated NAMEs: the --media file also at /vod/NAME (distinct titles)",
+    )
     parser.add_argument("--user", help="require these credentials for everything")
     parser.add_argument("--password")
     parser.add_argument("--auth", choices=("basic", "digest"), default="basic")

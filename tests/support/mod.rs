@@ -19,6 +19,7 @@
 //! - `players`: ffprobe, ffmpeg, gst-launch ([`ffprobe_count_frames`], ...).
 //! - `rtsp_client`: a raw RTSP client ([`RtspConn`], [`Rtp`]).
 //! - `admin_client`: the admin HTTP API ([`admin_request`]).
+//! - `cluster`: a master and its nodes ([`Master`], [`Node`], [`Cluster`]).
 //! - here: directories, test media, polling, base64.
 
 // Each test file uses its own subset of the harness, and so of the
@@ -26,6 +27,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod admin_client;
+mod cluster;
 mod net;
 mod origin;
 mod peers;
@@ -35,6 +37,7 @@ mod proxy;
 mod rtsp_client;
 
 pub use admin_client::*;
+pub use cluster::*;
 pub use net::*;
 pub use origin::*;
 pub use peers::*;

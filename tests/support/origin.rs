@@ -34,6 +34,9 @@ pub struct OriginOpts {
     pub cache_control: Option<String>,
     /// `Last-Modified` on successful DESCRIBE answers (`--last-modified`).
     pub last_modified: Option<String>,
+    /// The media also at `/vod/NAME` for each name (`--titles`): distinct
+    /// titles (cache keys) of one file.
+    pub titles: Vec<String>,
 }
 
 impl OriginOpts {
@@ -58,6 +61,12 @@ impl OriginOpts {
 
     pub fn cache_control(mut self, value: &str) -> Self {
         self.cache_control = Some(value.into());
+        self
+    }
+
+    /// Serve the media also at `/vod/NAME` for each of `names`.
+    pub fn titles(mut self, names: &[&str]) -> Self {
+        self.titles = names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -122,6 +131,9 @@ impl Origin {
         }
         if let Some(value) = &opts.last_modified {
             cmd.args(["--last-modified", value]);
+        }
+        if !opts.titles.is_empty() {
+            cmd.args(["--titles", &opts.titles.join(",")]);
         }
         let mut child = cmd.spawn().expect("spawn tests/peers/origin.py");
         let lines = Lines::default();

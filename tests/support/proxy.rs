@@ -21,6 +21,9 @@ pub struct Mount {
     /// `"auto"`, `"udp"` or `"tcp"`: the transport toward the origin.
     pub transport: String,
     pub credentials: Option<(String, String)>,
+    /// TOML appended after the mount's keys, e.g. its `[[mount.user]]`
+    /// tables (as `streamcache hash-password` prints them).
+    pub extra: String,
 }
 
 impl Mount {
@@ -30,7 +33,14 @@ impl Mount {
             origin: origin.into(),
             transport: "auto".into(),
             credentials: None,
+            extra: String::new(),
         }
+    }
+
+    /// Appends `toml` after the mount's keys (e.g. `[[mount.user]]` tables).
+    pub fn extra(mut self, toml: &str) -> Mount {
+        self.extra = toml.into();
+        self
     }
 
     pub fn transport(mut self, transport: &str) -> Mount {
@@ -104,17 +114,7 @@ impl Proxy {
             listen = q(ANY_LOOPBACK_PORT),
             dir = q(cache_dir.to_str().expect("cache dir path is UTF-8")),
         );
-        for m in mounts {
-            cfg += &format!(
-                "\n[[mount]]\npath = {}\norigin = {}\ntransport = {}\n",
-                q(&m.path),
-                q(&m.origin),
-                q(&m.transport)
-            );
-            if let Some((user, password)) = &m.credentials {
-                cfg += &format!("username = {}\npassword = {}\n", q(user), q(password));
-            }
-        }
+        cfg += &mounts_toml(mounts);
         cfg
     }
 
@@ -132,73 +132,15 @@ impl Proxy {
         let dir = temp_dir();
         let config = dir.path().join("streamcache.toml");
         std::fs::write(&config, config_toml).unwrap();
-        let ready_file = dir.path().join("ready.json");
-
-        let binary = env!("CARGO_BIN_EXE_streamcache");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        let mut child = command
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--ready-file")
-            .arg(&ready_file)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            // Nothing that turns colour off but the pipe itself: the daemon
-            // must not colour what is not a terminal (proxy_config.rs checks).
-            .env_remove("NO_COLOR")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("INVOCATION_ID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("spawn streamcache");
-        let lines = Lines::default();
-        lines.collect(child.stdout.take().unwrap(), "");
-        lines.collect(child.stderr.take().unwrap(), "");
-
-        let deadline = Instant::now() + START_LIMIT;
-        // The daemon renames the file into place: once there, it is whole.
-        let ready = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_file) {
-                break text;
-            }
-            let exited = child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() > deadline {
-                kill_group(&mut child);
-                thread::sleep(Duration::from_millis(100)); // let the readers drain
-                panic!(
-                    "streamcache did not get ready (exit {exited:?}):\n{lines:?}\n  config:\n{config_toml}"
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let ready: serde_json::Value = serde_json::from_str(&ready)
-            .unwrap_or_else(|e| panic!("ready file is not JSON ({e}): {ready}"));
-        let port_of = |key: &str| {
-            let addr = ready[key].as_str()?;
-            let addr: SocketAddr = addr
-                .parse()
-                .unwrap_or_else(|e| panic!("ready file {key}: {addr}: {e}"));
-            Some(addr.port())
-        };
+        let started = start_daemon("serve", &config, wrapper, config_toml);
         Proxy {
-            child,
-            port: port_of("rtsp").expect("the ready file names the RTSP address"),
-            admin_port: port_of("admin"),
+            port: started
+                .port("rtsp")
+                .expect("the ready file names the RTSP address"),
+            admin_port: started.port("admin"),
+            child: started.child,
             config_path: config,
-            lines,
+            lines: started.lines,
             _dir: dir,
         }
     }
@@ -330,5 +272,116 @@ impl Proxy {
         self.lines.wait_until(limit, |lines| {
             lines.iter().any(|l| needles.iter().any(|n| l.contains(n)))
         })
+    }
+}
+
+/// The `[[mount]]` tables of `mounts`, as [`Proxy::config`] (and a cluster
+/// master's config) writes them.
+pub fn mounts_toml(mounts: &[Mount]) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let mut cfg = String::new();
+    for m in mounts {
+        cfg += &format!(
+            "\n[[mount]]\npath = {}\norigin = {}\ntransport = {}\n",
+            q(&m.path),
+            q(&m.origin),
+            q(&m.transport)
+        );
+        if let Some((user, password)) = &m.credentials {
+            cfg += &format!("username = {}\npassword = {}\n", q(user), q(password));
+        }
+        cfg += &m.extra;
+    }
+    cfg
+}
+
+/// A daemon process started by [`start_daemon`], its listeners bound.
+pub(super) struct Started {
+    pub child: Child,
+    pub lines: Lines,
+    /// The ready file's JSON (`{"rtsp": "IP:PORT", ...}`).
+    pub ready: serde_json::Value,
+}
+
+impl Started {
+    /// The port of the ready file's address `key`, if it names one.
+    pub fn port(&self, key: &str) -> Option<u16> {
+        let addr = self.ready[key].as_str()?;
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("ready file {key}: {addr}: {e}"));
+        Some(addr.port())
+    }
+}
+
+/// Runs `streamcache SUBCOMMAND --config CONFIG --ready-file READY` (under
+/// the command `wrapper`, if any) in its own process group and waits until
+/// it writes READY: every listener is bound then, and READY names their
+/// addresses. (Not by connecting: a probe connection would count against
+/// max_connections.) `config_toml` is only shown if it fails to start.
+pub(super) fn start_daemon(
+    subcommand: &str,
+    config: &Path,
+    wrapper: &[&str],
+    config_toml: &str,
+) -> Started {
+    let ready_file = config.with_extension("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
+    let binary = env!("CARGO_BIN_EXE_streamcache");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        // Nothing that turns colour off but the pipe itself: the daemon
+        // must not colour what is not a terminal (proxy_config.rs checks).
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("INVOCATION_ID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn streamcache");
+    let lines = Lines::default();
+    lines.collect(child.stdout.take().unwrap(), "");
+    lines.collect(child.stderr.take().unwrap(), "");
+
+    let deadline = Instant::now() + START_LIMIT;
+    // The daemon renames the file into place: once there, it is whole.
+    let ready = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            break text;
+        }
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            kill_group(&mut child);
+            thread::sleep(Duration::from_millis(100)); // let the readers drain
+            panic!(
+                "streamcache {subcommand} did not get ready (exit {exited:?}):\n{lines:?}\n  config:\n{config_toml}"
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let ready = serde_json::from_str(&ready)
+        .unwrap_or_else(|e| panic!("ready file is not JSON ({e}): {ready}"));
+    Started {
+        child,
+        lines,
+        ready,
     }
 }
