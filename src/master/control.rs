@@ -84,6 +84,15 @@ pub async fn run(
         let routes = routes.clone();
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
+            // hyper waits for the client's preface without a bound of its own.
+            if tokio::time::timeout(HELLO_TIMEOUT, preface(&stream))
+                .await
+                .is_err()
+            {
+                metrics.control_refused("malformed");
+                info!(%peer, "control connection closed: no HTTP/2 preface within 5 s");
+                return;
+            }
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(Peer(peer));
