@@ -323,6 +323,7 @@ fn refused_hellos(control: u16) -> Vec<String> {
         rtsp_url: "rtsp://127.0.0.1:1".into(),
         max_sessions: 10,
         max_egress_bps: 1_000_000,
+        ..Default::default()
     };
     let not_hello = pb::envelope::Body::Load(pb::LoadReport::default());
     [pb::envelope::Body::Hello(hello), not_hello]

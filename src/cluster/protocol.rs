@@ -26,6 +26,10 @@ pub struct Registration {
     pub node_id: String,
     pub rtsp_url: String,
     pub capacity: Capacity,
+    /// Where peers fetch its segments; `None`: it serves no copies.
+    pub peer_url: Option<String>,
+    pub max_copy_egress_bps: u64,
+    pub max_copy_ingress_bps: u64,
 }
 
 /// Checks a node's `Hello`: the version, an id of printable ASCII (it goes
@@ -56,6 +60,15 @@ pub fn check_hello(hello: &pb::Hello) -> Result<Registration, String> {
     if hello.max_sessions == 0 || hello.max_egress_bps == 0 {
         return Err("max_sessions and max_egress_bps must be > 0".into());
     }
+    let peer_url = match hello.peer_url.as_str() {
+        "" => None,
+        text => match url::Url::parse(text) {
+            Ok(url) if url.scheme() == "http" && url.host().is_some() => {
+                Some(text.trim_end_matches('/').to_owned())
+            }
+            _ => return Err("peer_url must be an http://host[:port] URL".into()),
+        },
+    };
     Ok(Registration {
         node_id: id.clone(),
         rtsp_url: hello.rtsp_url.trim_end_matches('/').to_owned(),
@@ -63,6 +76,9 @@ pub fn check_hello(hello: &pb::Hello) -> Result<Registration, String> {
             max_sessions: hello.max_sessions,
             max_egress_bps: hello.max_egress_bps,
         },
+        peer_url,
+        max_copy_egress_bps: hello.max_copy_egress_bps,
+        max_copy_ingress_bps: hello.max_copy_ingress_bps,
     })
 }
 
@@ -112,6 +128,7 @@ mod tests {
             rtsp_url: "rtsp://10.0.0.1:554/".into(),
             max_sessions: 100,
             max_egress_bps: 1_000_000_000,
+            ..Default::default()
         }
     }
 
@@ -145,6 +162,17 @@ mod tests {
             ..hello()
         })
         .contains("> 0"));
+        assert!(refused(pb::Hello {
+            peer_url: "ftp://x".into(),
+            ..hello()
+        })
+        .contains("peer_url"));
+        let with_peer = check_hello(&pb::Hello {
+            peer_url: "http://10.0.0.1:8567/".into(),
+            ..hello()
+        })
+        .expect("valid");
+        assert_eq!(with_peer.peer_url.as_deref(), Some("http://10.0.0.1:8567"));
     }
 
     #[test]

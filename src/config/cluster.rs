@@ -33,6 +33,15 @@ pub struct MasterConfig {
     pub player_bitrate_bps: u64,
     /// `Retry-After` of the 503 sent when no node has headroom.
     pub retry_after_secs: u64,
+    /// Node-to-node copies: the cap of each link (source → destination)
+    /// and of all copies together, bit/s.
+    pub copy_link_bps: u64,
+    pub copy_cluster_bps: u64,
+    /// A source (or link) whose copies fail this many times within
+    /// `copy_failure_window_secs` is faulty for copies until a probe
+    /// succeeds or an operator clears it.
+    pub copy_faulty_after: u32,
+    pub copy_failure_window_secs: u64,
 }
 
 impl Default for MasterConfig {
@@ -47,6 +56,10 @@ impl Default for MasterConfig {
             prepare_timeout_ms: 3000,
             player_bitrate_bps: 4_000_000,
             retry_after_secs: 5,
+            copy_link_bps: 100_000_000,
+            copy_cluster_bps: 1_000_000_000,
+            copy_faulty_after: 3,
+            copy_failure_window_secs: 300,
         }
     }
 }
@@ -131,6 +144,21 @@ impl MasterConfig {
                 format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
+        for (key, value) in [
+            ("copy_link_bps", self.copy_link_bps),
+            ("copy_cluster_bps", self.copy_cluster_bps),
+            ("copy_faulty_after", u64::from(self.copy_faulty_after)),
+        ] {
+            if value == 0 {
+                found.add(format!("master.{key}"), "must be > 0");
+            }
+        }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.copy_failure_window_secs) {
+            found.add(
+                "master.copy_failure_window_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            );
+        }
     }
 }
 
@@ -152,6 +180,17 @@ pub struct ClusterConfig {
     pub max_sessions: Option<u32>,
     /// Egress for players the master may fill, bit/s.
     pub max_egress_bps: u64,
+    /// Where this node serves its stored segments to the other nodes
+    /// (cluster token required); "" (the default) serves none.
+    pub peer_listen: Spanned<String>,
+    /// The URL peers reach it by, `http://host:port`; by default the
+    /// address `peer_listen` is bound to (which must then not be a
+    /// wildcard).
+    pub peer_url: Option<String>,
+    /// Bandwidth node-to-node copies may use out of and into this node,
+    /// bit/s (players' egress comes first).
+    pub max_copy_egress_bps: u64,
+    pub max_copy_ingress_bps: u64,
 }
 
 impl Default for ClusterConfig {
@@ -163,6 +202,10 @@ impl Default for ClusterConfig {
             token: String::new(),
             max_sessions: None,
             max_egress_bps: 1_000_000_000,
+            peer_listen: Spanned::new(0..0, String::new()),
+            peer_url: None,
+            max_copy_egress_bps: 100_000_000,
+            max_copy_ingress_bps: 100_000_000,
         }
     }
 }
@@ -180,6 +223,11 @@ impl fmt::Debug for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The peer server's address, or `None` when it is off.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_listen.get_ref().parse().ok()
+    }
+
     pub(super) fn problems(&self, found: &mut Found, rtsp_listen: Option<SocketAddr>) {
         match url::Url::parse(self.master.get_ref()) {
             Ok(url) if url.scheme() == "http" && url.host().is_some() => {}
@@ -229,6 +277,32 @@ impl ClusterConfig {
         }
         if self.max_egress_bps == 0 {
             found.add("cluster.max_egress_bps", "must be > 0");
+        }
+        let peer_listen = self.peer_listen.get_ref();
+        if !peer_listen.is_empty() {
+            match self.peer_addr() {
+                None => found.add(
+                    "cluster.peer_listen",
+                    format!("`{peer_listen}` is not an address:port (e.g. \"10.0.0.2:8567\"), or \"\" to serve no copies"),
+                ),
+                Some(addr) if addr.ip().is_unspecified() && self.peer_url.is_none() => found.add(
+                    "cluster.peer_url",
+                    "missing: peer_listen is a wildcard address, so the URL peers use must be given",
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(text) = &self.peer_url {
+            match url::Url::parse(text) {
+                Ok(url)
+                    if url.scheme() == "http"
+                        && url.host().is_some()
+                        && matches!(url.path(), "" | "/") => {}
+                _ => found.add(
+                    "cluster.peer_url",
+                    format!("`{text}` is not http://host:port (e.g. \"http://10.0.0.2:8567\")"),
+                ),
+            }
         }
     }
 }

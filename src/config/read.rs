@@ -180,6 +180,10 @@ impl<'t> Reader<'t> {
                     prepare_timeout_ms,
                     player_bitrate_bps,
                     retry_after_secs,
+                    copy_link_bps,
+                    copy_cluster_bps,
+                    copy_faulty_after,
+                    copy_failure_window_secs,
                 ]
             );
             self.require(&s, &["token"]);
@@ -197,7 +201,11 @@ impl<'t> Reader<'t> {
                     rtsp_url,
                     token,
                     max_sessions,
-                    max_egress_bps
+                    max_egress_bps,
+                    peer_listen,
+                    peer_url,
+                    max_copy_egress_bps,
+                    max_copy_ingress_bps,
                 ]
             );
             self.require(&s, &["master", "node_id", "token"]);

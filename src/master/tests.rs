@@ -76,6 +76,7 @@ fn hello(id: &str, version: u32) -> pb::Batch {
                 rtsp_url: format!("rtsp://{id}.test:554"),
                 max_sessions: 10,
                 max_egress_bps: 100_000_000,
+                ..Default::default()
             })),
         }],
     }

@@ -81,6 +81,10 @@ pub async fn run(
         rtsp_url,
         max_sessions,
         max_egress_bps: cluster.max_egress_bps,
+        // No peer server yet: this node neither serves nor takes copies.
+        peer_url: String::new(),
+        max_copy_egress_bps: 0,
+        max_copy_ingress_bps: 0,
     };
     let node = Arc::new(Node::new(server, max_sessions));
     agent::run(node, &cluster, hello, &status).await;

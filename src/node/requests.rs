@@ -134,5 +134,9 @@ fn kind(body: Option<&Body>) -> &'static str {
         Some(Body::Ack(_)) => "Ack",
         Some(Body::Done(_)) => "Done",
         Some(Body::Refused(_)) => "Refused",
+        Some(Body::CopyStart(_)) => "CopyStart",
+        Some(Body::CopyRate(_)) => "CopyRate",
+        Some(Body::CopyCancel(_)) => "CopyCancel",
+        Some(Body::CopyProgress(_)) => "CopyProgress",
     }
 }

@@ -27,7 +27,10 @@ pub struct TrackSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Codec {
     /// Parameter sets without start codes or length prefixes.
-    H264 { sps: Vec<Bytes>, pps: Vec<Bytes> },
+    H264 {
+        sps: Vec<Bytes>,
+        pps: Vec<Bytes>,
+    },
     H265 {
         vps: Vec<Bytes>,
         sps: Vec<Bytes>,
@@ -41,9 +44,17 @@ pub enum Codec {
         channels: u16,
     },
     /// G.711 µ-law / A-law.
-    Pcmu { sample_rate: u32, channels: u16 },
-    Pcma { sample_rate: u32, channels: u16 },
-    Opus { channels: u16 },
+    Pcmu {
+        sample_rate: u32,
+        channels: u16,
+    },
+    Pcma {
+        sample_rate: u32,
+        channels: u16,
+    },
+    Opus {
+        channels: u16,
+    },
 }
 
 impl Codec {

@@ -40,10 +40,7 @@ pub trait Depacketizer: Send {
 }
 
 /// The depacketizer for track `index` of a title.
-pub fn for_track(
-    index: usize,
-    spec: &TrackSpec,
-) -> Result<Box<dyn Depacketizer>, Unsupported> {
+pub fn for_track(index: usize, spec: &TrackSpec) -> Result<Box<dyn Depacketizer>, Unsupported> {
     Err(Unsupported {
         track: index,
         encoding: spec.encoding.clone(),
