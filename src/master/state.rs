@@ -350,6 +350,9 @@ mod tests {
                 max_sessions: 100,
                 max_egress_bps: 1_000_000_000,
             },
+            peer_url: None,
+            max_copy_egress_bps: 0,
+            max_copy_ingress_bps: 0,
         };
         state.connect(&registration, tx, now);
         let load = pb::LoadReport {
