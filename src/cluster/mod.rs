@@ -4,7 +4,8 @@
 //! The decisions are plain functions over the master's view, without
 //! sockets or clocks of their own, so they are tested alone:
 //! [`membership`] keeps who is up and how loaded, [`content`] who holds
-//! what, and [`placement`] chooses the node for a player. [`protocol`] is
+//! what, [`placement`] chooses the node for a player, and [`schedule`]
+//! shares the bandwidth between node-to-node copies. [`protocol`] is
 //! the control protocol's messages (gRPC, `proto/cluster.proto`) and the
 //! checks on them. See `docs/design/cluster.md`.
 
@@ -12,3 +13,4 @@ pub mod content;
 pub mod membership;
 pub mod placement;
 pub mod protocol;
+pub mod schedule;
