@@ -145,7 +145,10 @@ fn fill(flows: &[&Flow], caps: &Capacities, cluster_left: u64) -> (BTreeMap<Copy
         }
     }
     // Rounded down: the sum of rates never exceeds a capacity.
-    let rates = rates.into_iter().map(|(id, r)| (id, r.floor() as u64)).collect();
+    let rates = rates
+        .into_iter()
+        .map(|(id, r)| (id, r.floor() as u64))
+        .collect();
     (rates, cluster_bound)
 }
 
@@ -187,8 +190,7 @@ impl Allocation {
             .map(|(_, r)| *r)
             .sum();
         let members: Vec<&Flow> = flows.iter().filter(|f| group.contains(&f.id)).collect();
-        let (mut rates, cluster_bound) =
-            fill(&members, caps, caps.cluster.saturating_sub(others));
+        let (mut rates, cluster_bound) = fill(&members, caps, caps.cluster.saturating_sub(others));
         if (cluster_bound || was_full) && members.len() < flows.len() {
             // The cluster cap ties every copy together.
             rates = allocate(flows, caps);

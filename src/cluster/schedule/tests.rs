@@ -84,8 +84,8 @@ fn only_the_copies_sharing_a_node_are_recomputed() {
 
 fn arb_case() -> impl Strategy<Value = (Vec<Flow>, Capacities)> {
     let nodes = ["a", "b", "c", "d", "e"];
-    let flows = prop::collection::vec((0usize..5, 0usize..5, 1u32..4), 0..12).prop_map(
-        move |pairs| {
+    let flows =
+        prop::collection::vec((0usize..5, 0usize..5, 1u32..4), 0..12).prop_map(move |pairs| {
             pairs
                 .into_iter()
                 .enumerate()
@@ -97,8 +97,7 @@ fn arb_case() -> impl Strategy<Value = (Vec<Flow>, Capacities)> {
                     weight: w,
                 })
                 .collect::<Vec<_>>()
-        },
-    );
+        });
     let caps = (
         prop::collection::vec(0u64..100, 5),
         prop::collection::vec(0u64..100, 5),
@@ -106,8 +105,16 @@ fn arb_case() -> impl Strategy<Value = (Vec<Flow>, Capacities)> {
         1u64..300,
     )
         .prop_map(move |(e, i, link, cluster)| Capacities {
-            egress: nodes.iter().zip(e).map(|(n, c)| (n.to_string(), c * M)).collect(),
-            ingress: nodes.iter().zip(i).map(|(n, c)| (n.to_string(), c * M)).collect(),
+            egress: nodes
+                .iter()
+                .zip(e)
+                .map(|(n, c)| (n.to_string(), c * M))
+                .collect(),
+            ingress: nodes
+                .iter()
+                .zip(i)
+                .map(|(n, c)| (n.to_string(), c * M))
+                .collect(),
             links: BTreeMap::new(),
             link_default: link * M,
             cluster: cluster * M,
