@@ -91,10 +91,16 @@ fn a_source_failing_too_often_is_faulty_until_probed_or_cleared() {
             .expect("running");
         assert_eq!(newly, i == 1, "faulty at the second failure");
     }
-    assert!(book.plan(whole(), "b", &[a.clone()], t0).is_empty());
+    assert!(book
+        .plan(whole(), "b", std::slice::from_ref(&a), t0)
+        .is_empty());
     // Probed after a while: one copy allowed; its success clears it.
     let later = t0 + PROBE_AFTER;
-    assert_eq!(book.plan(whole(), "b", &[a.clone()], later).len(), 1);
+    assert_eq!(
+        book.plan(whole(), "b", std::slice::from_ref(&a), later)
+            .len(),
+        1
+    );
     let id = book.start("k", &a, "b", whole(), later);
     book.finished(id, None, later);
     let (sources, _) = book.failure_counts(later);
@@ -105,7 +111,9 @@ fn a_source_failing_too_often_is_faulty_until_probed_or_cleared() {
         let id = book.start("k", &a, "b", whole(), later);
         book.finished(id, Some((Failure::Transfer, "cut".into())), later);
     }
-    assert!(book.plan(whole(), "b", &[a.clone()], later).is_empty());
+    assert!(book
+        .plan(whole(), "b", std::slice::from_ref(&a), later)
+        .is_empty());
     assert!(book.clear_faulty("a"));
     assert_eq!(book.plan(whole(), "b", &[a], later).len(), 1);
 }
