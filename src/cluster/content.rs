@@ -79,6 +79,11 @@ impl ContentMap {
         }
     }
 
+    /// The nodes holding `key`, and what each holds.
+    pub fn holders(&self, key: &str) -> Option<&BTreeMap<String, Held>> {
+        self.titles.get(key)
+    }
+
     /// Every title with the nodes holding it, for the admin API.
     pub fn titles(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Held>)> {
         self.titles.iter()

@@ -21,22 +21,35 @@ pub struct MasterAdmin {
     pub token: Option<String>,
 }
 
-const ENDPOINTS: [(&str, &str); 6] = [
-    ("/healthz", "liveness"),
-    ("/metrics", "Prometheus metrics"),
+const ENDPOINTS: [(&str, &str, &str); 8] = [
+    ("GET", "/healthz", "liveness"),
+    ("GET", "/metrics", "Prometheus metrics"),
     (
+        "GET",
         "/api/v1/nodes",
         "nodes: health, capacity, load, egress history",
     ),
     (
+        "GET",
         "/api/v1/content",
         "the content map: which nodes hold which title",
     ),
     (
+        "GET",
         "/api/v1/placements",
         "recent placements, newest last: path, node, reason, status",
     ),
-    ("/", "this list"),
+    (
+        "GET",
+        "/api/v1/copies",
+        "node-to-node copies: running (rate, progress), recent, failures per source and link",
+    ),
+    (
+        "POST",
+        "/api/v1/copies/clear?node=ID",
+        "clear a node's faulty mark for copies",
+    ),
+    ("GET", "/", "this list"),
 ];
 
 impl admin::Handler for MasterAdmin {
@@ -44,22 +57,28 @@ impl admin::Handler for MasterAdmin {
         if !admin::authorized(self.token.as_deref(), request.headers().get(AUTHORIZATION)) {
             return admin::unauthorized();
         }
+        let path = request.uri().path();
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        if path == "/api/v1/copies/clear" {
+            if request.method() != Method::POST {
+                return admin::error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            }
+            return self.clear(request.uri().query());
+        }
         if request.method() != Method::GET {
             return admin::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{} is not allowed here", request.method()),
             );
         }
-        let path = request.uri().path();
-        match path
-            .strip_suffix('/')
-            .filter(|p| !p.is_empty())
-            .unwrap_or(path)
-        {
+        match path {
             "/" => {
                 let endpoints: Vec<_> = ENDPOINTS
                     .iter()
-                    .map(|(path, what)| json!({"method": "GET", "path": path, "description": what}))
+                    .map(|(method, path, what)| json!({"method": method, "path": path, "description": what}))
                     .collect();
                 admin::json_response(StatusCode::OK, &json!({ "endpoints": endpoints }))
             }
@@ -77,12 +96,30 @@ impl admin::Handler for MasterAdmin {
             "/api/v1/nodes" => admin::json_response(StatusCode::OK, &self.nodes()),
             "/api/v1/content" => admin::json_response(StatusCode::OK, &self.content()),
             "/api/v1/placements" => admin::json_response(StatusCode::OK, &self.placements()),
+            "/api/v1/copies" => {
+                admin::json_response(StatusCode::OK, &self.state.copies_view(Instant::now()))
+            }
             _ => admin::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
         }
     }
 }
 
 impl MasterAdmin {
+    fn clear(&self, query: Option<&str>) -> Response<Body> {
+        let node = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "node")
+            .map(|(_, v)| v.into_owned());
+        let Some(node) = node else {
+            return admin::error(StatusCode::BAD_REQUEST, "name the node: ?node=ID");
+        };
+        let cleared = self.state.clear_faulty(&node);
+        tracing::info!(%node, cleared, "faulty mark for copies cleared by the operator");
+        admin::json_response(
+            StatusCode::OK,
+            &json!({"node": node, "was_faulty": cleared}),
+        )
+    }
+
     fn nodes(&self) -> serde_json::Value {
         let now = Instant::now();
         let nodes: Vec<_> = self

@@ -24,6 +24,7 @@ use tonic::codegen::Service as _;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::copies;
 use super::metrics::MasterMetrics;
 use super::state::MasterState;
 use crate::cluster::content::Delta;
@@ -288,7 +289,10 @@ fn apply(state: &MasterState, node: &str, message: pb::Envelope) {
     match message.body {
         Some(Body::Load(load)) => {
             state.report(node, &load, Instant::now());
+            // Its players' egress changed what its copies may use.
+            copies::send_rates(state, state.copy_rates_after_report(node));
         }
+        Some(Body::CopyProgress(progress)) => state.copy_progress(node, &progress),
         Some(Body::Inventory(inventory)) => {
             let titles = inventory
                 .titles
@@ -306,8 +310,7 @@ fn apply(state: &MasterState, node: &str, message: pb::Envelope) {
             state.delta(node, holds.chain(dropped).collect());
         }
         Some(Body::Done(done)) => state.answered(node, done.request_id, done.error),
-        // Requests are answered by their Done; the Ack says it arrived.
-        Some(Body::Ack(_)) => {}
+        Some(Body::Ack(ack)) => state.acked(node, ack.request_id),
         other => debug!(%node, message = ?other, "unexpected control message from a node: ignored"),
     }
 }

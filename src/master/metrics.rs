@@ -32,6 +32,8 @@ pub struct MasterMetrics {
     redirect_seconds: Histogram,
     prepare_refusals: Counter,
     control_refusals: Family<ReasonLabels, Counter>,
+    copies_started: Counter,
+    copies_ended: Family<OutcomeLabels, Counter>,
 }
 
 impl MasterMetrics {
@@ -61,6 +63,18 @@ impl MasterMetrics {
             "Control connections refused: token, hello (version, id, first message), malformed (not HTTP/2 gRPC)",
             control_refusals.clone(),
         );
+        let copies_started = Counter::default();
+        registry.register(
+            "copies_started",
+            "Node-to-node copies started (one source, one span each)",
+            copies_started.clone(),
+        );
+        let copies_ended = Family::default();
+        registry.register(
+            "copies_ended",
+            "Node-to-node copies ended, by outcome: done, failed (resumed from another source where there is one)",
+            copies_ended.clone(),
+        );
         registry.register_collector(Box::new(NodeHealth(state)));
         MasterMetrics {
             registry: Mutex::new(registry),
@@ -68,6 +82,8 @@ impl MasterMetrics {
             redirect_seconds,
             prepare_refusals,
             control_refusals,
+            copies_started,
+            copies_ended,
         }
     }
 
@@ -91,6 +107,16 @@ impl MasterMetrics {
 
     pub fn prepare_failed(&self) {
         self.prepare_refusals.inc();
+    }
+
+    pub fn copy_started(&self) {
+        self.copies_started.inc();
+    }
+
+    pub fn copy_ended(&self, outcome: &'static str) {
+        self.copies_ended
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn control_refused(&self, reason: &'static str) {
@@ -117,6 +143,28 @@ impl Collector for NodeHealth {
             let gauge = ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX));
             let labels = [("health", health)];
             gauge.encode(metric.encode_family(&labels)?)?;
+        }
+        let (running, allocated_bps) = self.0.copy_totals();
+        for (name, help, value) in [
+            (
+                "copies_running",
+                "Node-to-node copies running now",
+                running as u64,
+            ),
+            (
+                "copy_allocated_bps",
+                "Bandwidth allocated to the running copies, bit/s",
+                allocated_bps,
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            gauge.encode(metric)?;
         }
         Ok(())
     }

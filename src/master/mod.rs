@@ -16,6 +16,7 @@
 
 mod admin;
 mod control;
+mod copies;
 mod metrics;
 mod redirect;
 mod state;
@@ -23,6 +24,7 @@ mod state;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use streamcache_rtsp::framing::Limits;
@@ -66,6 +68,10 @@ async fn serve(
         egress_window: master.egress_window(),
         prepare_timeout: master.prepare_timeout(),
         player_bitrate_bps: master.player_bitrate_bps,
+        copy_link_bps: master.copy_link_bps,
+        copy_cluster_bps: master.copy_cluster_bps,
+        copy_faulty_after: master.copy_faulty_after,
+        copy_failure_window: Duration::from_secs(master.copy_failure_window_secs),
     };
     let state = Arc::new(MasterState::new(settings));
     let metrics = Arc::new(MasterMetrics::new(Arc::clone(&state)));

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{Encoder as _, FramedRead};
 use tracing::{debug, info, warn};
 
+use super::copies;
 use super::metrics::MasterMetrics;
 use super::state::{MasterState, Placement};
 use crate::cluster::protocol::pb;
@@ -209,6 +210,12 @@ async fn place(
     let state = &redirector.state;
     let mut refused_by = Vec::new();
     for (node, url, reason) in state.candidates(&resolved.key, Instant::now()) {
+        // Another node holds it: this one copies it from there rather
+        // than from the origin (and knows it before it is asked to prepare).
+        let (orders, rates) = state.copies_for_placement(&resolved.key, &node, Instant::now());
+        if !orders.is_empty() {
+            copies::start(state, &redirector.metrics, orders, rates).await;
+        }
         let prepare = pb::envelope::Body::Prepare(pb::Prepare {
             path: path.to_owned(),
         });

@@ -15,9 +15,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::cluster::content::{ContentMap, Delta, Held};
+use crate::cluster::copies::CopyBook;
 use crate::cluster::membership::{Health, LoadSample, Member, Membership, Registered};
 use crate::cluster::placement::{self, Holding, Reason};
 use crate::cluster::protocol::{pb, Registration};
+use crate::cluster::schedule::Allocation;
+
+mod copying;
+
+pub use copying::{CopyOrder, RateChange};
 
 /// Placements kept for `/api/v1/placements`.
 const PLACEMENTS_KEPT: usize = 256;
@@ -30,6 +36,10 @@ pub struct Settings {
     pub egress_window: Duration,
     pub prepare_timeout: Duration,
     pub player_bitrate_bps: u64,
+    pub copy_link_bps: u64,
+    pub copy_cluster_bps: u64,
+    pub copy_faulty_after: u32,
+    pub copy_failure_window: Duration,
 }
 
 /// A request's outcome as the node answered it: `Ok` on `Done` without an
@@ -42,8 +52,14 @@ struct Link {
     /// so that the end of a stale stream does not cut the new one off.
     epoch: u64,
     to_node: mpsc::Sender<pb::Batch>,
-    /// Requests sent and not answered yet, by request id.
-    pending: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Requests sent and not answered yet, by request id: told of the
+    /// Ack, then of the Done.
+    pending: HashMap<u64, Waiter>,
+}
+
+struct Waiter {
+    acked: Option<oneshot::Sender<()>>,
+    done: oneshot::Sender<Answer>,
 }
 
 /// One placement, for the admin API and the log.
@@ -75,6 +91,12 @@ struct Inner {
     next_epoch: u64,
     next_request: u64,
     placements: VecDeque<Placement>,
+    /// Each node's peer server and copy caps, from its Hello.
+    peers: BTreeMap<String, copying::Peer>,
+    copies: CopyBook,
+    rates: Allocation,
+    /// Copies whose destination reported a checksum failure.
+    checksum_failed: std::collections::HashSet<u64>,
 }
 
 pub struct MasterState {
@@ -93,6 +115,8 @@ impl std::fmt::Debug for MasterState {
 /// A request on its way to a node: its id and where the answer arrives.
 pub struct InFlight {
     pub request_id: u64,
+    /// Fires when the node acknowledges the request.
+    pub acked: oneshot::Receiver<()>,
     pub answer: oneshot::Receiver<Answer>,
 }
 
@@ -112,6 +136,10 @@ impl MasterState {
                 next_epoch: 1,
                 next_request: 1,
                 placements: VecDeque::new(),
+                peers: BTreeMap::new(),
+                copies: CopyBook::new(settings.copy_failure_window, settings.copy_faulty_after),
+                rates: Allocation::default(),
+                checksum_failed: Default::default(),
             }),
         }
     }
@@ -133,6 +161,14 @@ impl MasterState {
             inner
                 .membership
                 .register(&node.node_id, &node.rtsp_url, node.capacity, now);
+        inner.peers.insert(
+            node.node_id.clone(),
+            copying::Peer {
+                url: node.peer_url.clone(),
+                copy_egress_bps: node.max_copy_egress_bps,
+                copy_ingress_bps: node.max_copy_ingress_bps,
+            },
+        );
         let epoch = inner.next_epoch;
         inner.next_epoch += 1;
         // Dropping the old link's answer senders fails its waiters.
@@ -202,9 +238,33 @@ impl MasterState {
             }],
         };
         link.to_node.try_send(batch).ok()?;
-        let (tx, answer) = oneshot::channel();
-        link.pending.insert(request_id, tx);
-        Some(InFlight { request_id, answer })
+        let (done, answer) = oneshot::channel();
+        let (acked_tx, acked) = oneshot::channel();
+        link.pending.insert(
+            request_id,
+            Waiter {
+                acked: Some(acked_tx),
+                done,
+            },
+        );
+        Some(InFlight {
+            request_id,
+            acked,
+            answer,
+        })
+    }
+
+    /// A node's `Ack` for one of our requests.
+    pub fn acked(&self, node: &str, request_id: u64) {
+        let mut inner = self.lock();
+        let waiter = inner
+            .links
+            .get_mut(node)
+            .and_then(|l| l.pending.get_mut(&request_id))
+            .and_then(|w| w.acked.take());
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
+        }
     }
 
     /// A node's `Done` for one of our requests (an unknown id is ignored:
@@ -216,7 +276,9 @@ impl MasterState {
             .get_mut(node)
             .and_then(|l| l.pending.remove(&request_id));
         if let Some(waiter) = waiter {
-            let _ = waiter.send(if error.is_empty() { Ok(()) } else { Err(error) });
+            let _ = waiter
+                .done
+                .send(if error.is_empty() { Ok(()) } else { Err(error) });
         }
     }
 
@@ -338,6 +400,10 @@ mod tests {
             egress_window: Duration::from_secs(10),
             prepare_timeout: Duration::from_secs(1),
             player_bitrate_bps: 1_000_000,
+            copy_link_bps: 100_000_000,
+            copy_cluster_bps: 1_000_000_000,
+            copy_faulty_after: 3,
+            copy_failure_window: Duration::from_secs(300),
         }
     }
 

@@ -22,6 +22,10 @@ fn settings() -> Settings {
         egress_window: Duration::from_secs(10),
         prepare_timeout: Duration::from_millis(500),
         player_bitrate_bps: 1_000_000,
+        copy_link_bps: 100_000_000,
+        copy_cluster_bps: 1_000_000_000,
+        copy_faulty_after: 3,
+        copy_failure_window: Duration::from_secs(300),
     }
 }
 
