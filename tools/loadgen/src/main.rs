@@ -8,14 +8,19 @@
 //! packets against their RTP timestamps. See `tools/loadgen/README.md` for
 //! what each figure means exactly.
 //!
+//! With `--redirect-rate`, it instead sends DESCRIBE requests at a fixed
+//! rate, one new connection each, and reports the latency of the answers
+//! (a streamcache master's 302 redirects): see [`redirect`].
+//!
 //! Modules: [`client`] (one RTSP connection on the project's sans-io codec),
 //! [`session`] (one player from DESCRIBE to TEARDOWN), [`track`] (per-track
-//! counters, loss and pacing), [`rap`] (random-access detection),
+//! counters, loss and pacing), [`rap`] (random-access detection), [`redirect`],
 //! [`histogram`], [`report`].
 
 mod client;
 mod histogram;
 mod rap;
+mod redirect;
 mod report;
 mod session;
 mod track;
@@ -66,6 +71,15 @@ struct Args {
     /// Runtime worker threads (the load client's share of the CPU).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Redirect mode: DESCRIBE requests per second, each on a new
+    /// connection, for --duration seconds (open loop); the answers'
+    /// latency is reported instead of playing. --setup-timeout bounds each.
+    #[arg(long)]
+    redirect_rate: Option<f64>,
+    /// Redirect mode: request <URL>/title-<n> for n spread over 0..TITLES
+    /// instead of the URL itself.
+    #[arg(long)]
+    titles: Option<u64>,
 }
 
 /// Slack after the last deadline before unfinished sessions are abandoned.
@@ -89,6 +103,17 @@ fn measure(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let Some(rate) = args.redirect_rate {
+        let report = runtime.block_on(redirect_load(args, rate))?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&report)? + "\n"
+        } else {
+            report.human()
+        };
+        return std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("writing the report");
+    }
     let report = runtime.block_on(run(args))?;
     let text = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
@@ -105,6 +130,25 @@ fn secs(value: f64, what: &str) -> Result<Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .with_context(|| format!("{what} must be a positive number of seconds, got {value}"))
+}
+
+/// Redirect mode: DESCRIBEs at `rate` per second.
+async fn redirect_load(args: &Args, rate: f64) -> Result<redirect::RedirectReport> {
+    ensure!(
+        rate.is_finite() && rate > 0.0,
+        "--redirect-rate must be positive"
+    );
+    let url = Url::parse(&args.url).with_context(|| format!("URL {:?}", args.url))?;
+    ensure!(url.scheme() == "rtsp", "only rtsp:// URLs are supported");
+    let plan = redirect::RedirectPlan {
+        addr: loopback_addr(&url).await?,
+        url,
+        rate,
+        duration: secs(args.duration, "--duration")?,
+        titles: args.titles,
+        timeout: secs(args.setup_timeout, "--setup-timeout")?,
+    };
+    Ok(redirect::run(&plan).await)
 }
 
 /// Starts every session on its schedule and waits for all of them.
