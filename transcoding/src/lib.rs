@@ -3,7 +3,7 @@
 //!
 //! The path of a title through the crate:
 //!
-//! 1. [`TrackSpec`] (from the title's SDP: [`TrackSpec::from_sdp`]) → [`depacketize::for_track`]: a
+//! 1. [`TrackSpec`] (from the title's SDP) → [`depacketize::for_track`]: a
 //!    [`Depacketizer`] per track, which turns the track's RTP packets (in
 //!    the order stored, each with its media time) into [`Frame`]s — whole
 //!    access units — and learns the track's [`Codec`] (parameter sets from

@@ -6,11 +6,11 @@
 //! belong to (counted in [`DepacketizeStats`]); nothing in a packet can make
 //! it panic.
 //!
-//! - [`h264`] (RFC 6184) and [`h265`] (RFC 7798), on the shared access-unit
+//! - `h264` (RFC 6184) and `h265` (RFC 7798), on the shared access-unit
 //!   assembly of `video`;
-//! - [`aac`]: RFC 3640 `mpeg4-generic`, and [`latm`]: RFC 3016/6416
+//! - `aac`: RFC 3640 `mpeg4-generic`, and `latm`: RFC 3016/6416
 //!   `MP4A-LATM`, both on the AudioSpecificConfig reading of `audio_config`;
-//! - [`simple`]: G.711 and Opus, one packet one frame.
+//! - `simple`: G.711 and Opus, one packet one frame.
 
 mod aac;
 mod audio_config;
