@@ -19,6 +19,8 @@
 pub mod depacketize;
 pub mod frame;
 pub mod mux;
+mod sdp;
 
 pub use depacketize::Depacketizer;
 pub use frame::{Codec, Frame, TrackSpec, Unsupported};
+pub use sdp::TracksError;

@@ -5,6 +5,24 @@
 //! reordering and a fragment that never ends drop the access unit they
 //! belong to (counted in [`DepacketizeStats`]); nothing in a packet can make
 //! it panic.
+//!
+//! - `h264` (RFC 6184) and `h265` (RFC 7798), on the shared access-unit
+//!   assembly of `video`;
+//! - `aac`: RFC 3640 `mpeg4-generic`, and `latm`: RFC 3016/6416
+//!   `MP4A-LATM`, both on the AudioSpecificConfig reading of `audio_config`;
+//! - `simple`: G.711 and Opus, one packet one frame.
+
+mod aac;
+mod audio_config;
+mod audio_out;
+mod bits;
+mod fmtp;
+mod h264;
+mod h265;
+mod latm;
+mod rtp_in;
+mod simple;
+mod video;
 
 use streamcache_types::Npt;
 
@@ -17,6 +35,13 @@ pub struct DepacketizeStats {
     pub malformed_packets: u64,
     /// Access units dropped because part of them was lost or malformed.
     pub dropped_frames: u64,
+    /// Well-formed packets of a kind this crate does not handle (H.264
+    /// STAP-B/MTAP/FU-B, interleaved AAC, a payload type other than the
+    /// track's), dropped.
+    pub unsupported_packets: u64,
+    /// Packets whose sequence number went backwards (late or duplicated),
+    /// dropped: packets are taken in stored order, never reordered.
+    pub reordered_packets: u64,
 }
 
 pub trait Depacketizer: Send {
@@ -39,10 +64,33 @@ pub trait Depacketizer: Send {
     fn stats(&self) -> DepacketizeStats;
 }
 
-/// The depacketizer for track `index` of a title.
+/// The depacketizer for track `index` of a title, chosen by the encoding
+/// name (case-insensitive). `Unsupported` for other encodings and for
+/// parameters these depacketizers do not handle (H.265 with DONL, AAC
+/// without a usable config, LATM with the config in band).
 pub fn for_track(index: usize, spec: &TrackSpec) -> Result<Box<dyn Depacketizer>, Unsupported> {
-    Err(Unsupported {
+    let unsupported = || Unsupported {
         track: index,
         encoding: spec.encoding.clone(),
-    })
+    };
+    let depacketizer: Box<dyn Depacketizer> = match spec.encoding.to_ascii_uppercase().as_str() {
+        "H264" => Box::new(h264::H264::new(index, spec)),
+        "H265" => Box::new(h265::H265::new(index, spec).ok_or_else(unsupported)?),
+        "MPEG4-GENERIC" => Box::new(aac::Aac::new(index, spec).ok_or_else(unsupported)?),
+        "MP4A-LATM" => Box::new(latm::Latm::new(index, spec).ok_or_else(unsupported)?),
+        "PCMU" | "PCMA" | "OPUS" => {
+            Box::new(simple::Simple::new(index, spec).ok_or_else(unsupported)?)
+        }
+        _ => return Err(unsupported()),
+    };
+    Ok(depacketizer)
 }
+
+#[cfg(test)]
+mod audio_tests;
+#[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod video_tests;
