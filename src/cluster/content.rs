@@ -5,7 +5,7 @@
 //! deltas in every report after that. A master that starts with no state
 //! rebuilds the map from the full inventories the nodes send on connect.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use streamcache_types::NptSpan;
 
@@ -16,6 +16,17 @@ use super::placement::Holding;
 pub struct Held {
     pub complete: bool,
     pub spans: Vec<NptSpan>,
+}
+
+impl Holding {
+    /// How much of a title `held` is, for placement.
+    pub fn of(held: &Held) -> Holding {
+        if held.complete {
+            Holding::Complete
+        } else {
+            Holding::Partial(NptSpan::total(&held.spans))
+        }
+    }
 }
 
 /// One change to a node's inventory.
@@ -31,6 +42,11 @@ pub enum Delta {
 pub struct ContentMap {
     /// key → node → what it holds.
     titles: HashMap<String, BTreeMap<String, Held>>,
+    /// node → the keys it holds: a node's inventory is replaced without
+    /// walking every title of the cluster (100 nodes reconnecting with
+    /// 10,000 titles each would otherwise hold the master's lock for
+    /// seconds).
+    by_node: HashMap<String, HashSet<String>>,
 }
 
 impl ContentMap {
@@ -45,18 +61,20 @@ impl ContentMap {
     pub fn apply(&mut self, node: &str, delta: Delta) {
         match delta {
             Delta::Holds { key, held } => {
+                self.by_node
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(key.clone());
                 self.titles
                     .entry(key)
                     .or_default()
                     .insert(node.to_owned(), held);
             }
             Delta::Dropped { key } => {
-                if let Some(nodes) = self.titles.get_mut(&key) {
-                    nodes.remove(node);
-                    if nodes.is_empty() {
-                        self.titles.remove(&key);
-                    }
+                if let Some(keys) = self.by_node.get_mut(node) {
+                    keys.remove(&key);
                 }
+                self.remove(&key, node);
             }
         }
     }
@@ -64,19 +82,26 @@ impl ContentMap {
     /// Everything a node was known to hold is forgotten (before its full
     /// inventory replaces it).
     pub fn forget_node(&mut self, node: &str) {
-        self.titles.retain(|_, nodes| {
+        for key in self.by_node.remove(node).unwrap_or_default() {
+            self.remove(&key, node);
+        }
+    }
+
+    fn remove(&mut self, key: &str, node: &str) {
+        if let Some(nodes) = self.titles.get_mut(key) {
             nodes.remove(node);
-            !nodes.is_empty()
-        });
+            if nodes.is_empty() {
+                self.titles.remove(key);
+            }
+        }
     }
 
     /// What `node` holds of `key`, for placement.
     pub fn holding(&self, key: &str, node: &str) -> Holding {
-        match self.titles.get(key).and_then(|nodes| nodes.get(node)) {
-            None => Holding::Nothing,
-            Some(held) if held.complete => Holding::Complete,
-            Some(held) => Holding::Partial(NptSpan::total(&held.spans)),
-        }
+        self.titles
+            .get(key)
+            .and_then(|nodes| nodes.get(node))
+            .map_or(Holding::Nothing, Holding::of)
     }
 
     /// The nodes holding `key`, and what each holds.

@@ -178,16 +178,18 @@ impl Membership {
         true
     }
 
-    /// Nodes to poll now: silent for a period since their last report or
-    /// their last poll. Each is marked as polled.
+    /// Nodes to poll now: silent for a period since their last report (a
+    /// half period of grace for a report on its way: a node reporting on
+    /// time is not polled), or a period since their last poll. Each is
+    /// marked as polled.
     pub fn due_polls(&mut self, now: Instant) -> Vec<String> {
         let period = self.period;
         self.nodes
             .values_mut()
             .filter(|m| m.health != Health::Down)
-            .filter(|m| {
-                let since = m.last_poll.unwrap_or(m.last_report);
-                now.saturating_duration_since(since) >= period
+            .filter(|m| match m.last_poll {
+                Some(polled) => now.saturating_duration_since(polled) >= period,
+                None => now.saturating_duration_since(m.last_report) >= period + period / 2,
             })
             .map(|m| {
                 m.last_poll = Some(now);
@@ -275,9 +277,12 @@ mod tests {
         let mut m = Membership::new(PERIOD, 3, Duration::from_secs(10));
         assert_eq!(m.register("a", "rtsp://a", CAP, t0), Registered::New);
         m.report("a", healthy(1, 0), t0);
-        assert!(m.due_polls(t0 + PERIOD / 2).is_empty());
+        assert!(
+            m.due_polls(t0 + PERIOD).is_empty(),
+            "a report may be on its way"
+        );
         for i in 1..=3 {
-            let now = t0 + PERIOD * i;
+            let now = t0 + PERIOD / 2 + PERIOD * i;
             assert_eq!(m.due_polls(now), ["a"], "poll {i}");
             assert!(m.due_polls(now).is_empty(), "one poll per period");
             assert_eq!(m.poll_failed("a"), i == 3);

@@ -177,11 +177,13 @@ impl Allocation {
         touched: &[CopyId],
         nodes: &[String],
     ) -> Vec<(CopyId, u64)> {
-        self.rates
-            .retain(|id, _| flows.iter().any(|flow| flow.id == *id));
-        // Rounding leaves at most a bit/s per flow below a full cap.
+        // Full before the change (ended copies included: what they free
+        // goes to copies that may be anywhere). Rounding leaves at most a
+        // bit/s per flow below a full cap.
         let held: u64 = self.rates.values().sum();
         let was_full = held + self.rates.len() as u64 >= caps.cluster;
+        self.rates
+            .retain(|id, _| flows.iter().any(|flow| flow.id == *id));
         let group = component(flows, touched, nodes);
         let others: u64 = self
             .rates

@@ -294,10 +294,14 @@ fn apply(state: &MasterState, node: &str, message: pb::Envelope) {
         }
         Some(Body::CopyProgress(progress)) => state.copy_progress(node, &progress),
         Some(Body::Inventory(inventory)) => {
+            // Converted before the state's lock is taken.
             let titles = inventory
                 .titles
-                .iter()
-                .map(|t| (t.key.clone(), held_of(t)))
+                .into_iter()
+                .map(|t| {
+                    let held = held_of(&t);
+                    (t.key, held)
+                })
                 .collect();
             state.inventory(node, titles);
         }

@@ -155,6 +155,7 @@ async fn poll_loop(state: Arc<MasterState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        state.prune(Instant::now());
         for node in state.due_polls(Instant::now()) {
             let state = Arc::clone(&state);
             tokio::spawn(async move {

@@ -46,6 +46,26 @@ pub struct Redirector {
     pub retry_after_secs: u64,
     nonces: NonceKey,
     epoch: Instant,
+    /// Under overload every player is refused: one line a second says so.
+    refusals: Throttle,
+}
+
+/// At most one log line a second, with how many were left out.
+#[derive(Default)]
+struct Throttle(std::sync::Mutex<(Option<Instant>, u64)>);
+
+impl Throttle {
+    /// `Some(left out since the last line)` when a line may be written now.
+    fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, skipped) = &mut *state;
+        if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            *skipped += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(skipped))
+    }
 }
 
 impl Redirector {
@@ -64,6 +84,7 @@ impl Redirector {
             retry_after_secs,
             nonces: NonceKey::random(),
             epoch: Instant::now(),
+            refusals: Throttle::default(),
         }
     }
 }
@@ -187,7 +208,9 @@ async fn answer(
         }
         None => {
             redirector.metrics.request("no_node");
-            warn!(player = %peer, path = %path_and_query, refused_by = ?placement.refused_by, "no node can take this player: 503");
+            if let Some(left_out) = redirector.refusals.allow(Instant::now()) {
+                warn!(player = %peer, path = %path_and_query, refused_by = ?placement.refused_by, left_out, "no node can take this player: 503 (at most one line a second; left_out: refusals since the last)");
+            }
             reply(status)
                 .header(
                     headers::RETRY_AFTER,
@@ -234,7 +257,7 @@ async fn place(
         };
         match outcome {
             Ok(()) => {
-                state.assigned(&node, &resolved.key, Instant::now());
+                state.assigned(&node, &resolved.key, reason, Instant::now());
                 let placement = Placement {
                     at: started,
                     path: path.to_owned(),

@@ -302,17 +302,21 @@ impl MasterState {
     /// The candidates for a player of `key`, best first, with the URL
     /// players are sent to for each.
     pub fn candidates(&self, key: &str, now: Instant) -> Vec<(String, String, Reason)> {
-        let mut inner = self.lock();
-        inner.filling.retain(|_, (_, until)| *until > now);
-        let filler = inner.filling.get(key).map(|(node, _)| node.clone());
+        let inner = self.lock();
+        let filler = inner
+            .filling
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(node, _)| node.as_str());
+        // One lookup of the title, not one per node.
+        let holders = inner.content.holders(key);
         let views = inner.membership.views(|node| {
-            match inner.content.holding(key, node) {
+            match holders.and_then(|h| h.get(node)) {
+                Some(held) => Holding::of(held),
                 // Asked to fill it and not reporting it yet: as good as a
                 // partial holder with nothing held.
-                Holding::Nothing if filler.as_deref() == Some(node) => {
-                    Holding::Partial(Duration::ZERO)
-                }
-                held => held,
+                None if filler == Some(node) => Holding::Partial(Duration::ZERO),
+                None => Holding::Nothing,
             }
         });
         placement::candidates(key, &views, self.settings.player_bitrate_bps)
@@ -326,18 +330,27 @@ impl MasterState {
             .collect()
     }
 
-    /// A player of `key` is sent to `node`: it counts toward the node's
-    /// load until its next report, and the node is the one filling the
-    /// title for a while (long enough for its reports to say so).
-    pub fn assigned(&self, node: &str, key: &str, now: Instant) {
+    /// A player of `key` is sent to `node` (chosen for `reason`): it counts
+    /// toward the node's load until its next report; a node that did not
+    /// hold the title completely is the one filling it for a while (long
+    /// enough for its reports to say so).
+    pub fn assigned(&self, node: &str, key: &str, reason: Reason, now: Instant) {
         let mut inner = self.lock();
         inner
             .membership
             .assigned(node, self.settings.player_bitrate_bps);
-        let until = now + (self.settings.report_period * 3).max(Duration::from_secs(5));
-        inner
-            .filling
-            .insert(key.to_owned(), (node.to_owned(), until));
+        if reason != Reason::Complete {
+            let until = now + (self.settings.report_period * 3).max(Duration::from_secs(5));
+            inner
+                .filling
+                .insert(key.to_owned(), (node.to_owned(), until));
+        }
+    }
+
+    /// Forgets the fills whose time has passed (from the poll loop, off
+    /// the players' path).
+    pub fn prune(&self, now: Instant) {
+        self.lock().filling.retain(|_, (_, until)| *until > now);
     }
 
     pub fn record(&self, placement: Placement) {
@@ -440,7 +453,7 @@ mod tests {
         let first = state.candidates("rtsp://o/t", t0);
         assert_eq!(first[0].2, Reason::Hashed);
         let chosen = first[0].0.clone();
-        state.assigned(&chosen, "rtsp://o/t", t0);
+        state.assigned(&chosen, "rtsp://o/t", Reason::Hashed, t0);
         // Without the fill, the bounded load would send the second player
         // of this title elsewhere: with it, the filler comes first.
         for _ in 0..10 {
@@ -449,7 +462,7 @@ mod tests {
                 (next[0].0.as_str(), next[0].2),
                 (chosen.as_str(), Reason::Partial)
             );
-            state.assigned(&chosen, "rtsp://o/t", t0);
+            state.assigned(&chosen, "rtsp://o/t", Reason::Hashed, t0);
         }
         // Once the fill is forgotten (its reports never said so), hashing
         // with bounded load applies again.
