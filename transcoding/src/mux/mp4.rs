@@ -331,3 +331,136 @@ fn moov(layout: &Layout<'_>, offsets: &[Vec<u64>], wide: bool) -> atom::Moov {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mp4_atom::{Any, Decode as _};
+    use streamcache_types::Npt;
+
+    const SPS: [u8; 23] = [
+        0x67, 0x64, 0x00, 0x0d, 0xac, 0xb2, 0x02, 0x83, 0xf6, 0x02, 0x20, 0x00, 0x00, 0x03, 0x00,
+        0x20, 0x00, 0x00, 0x06, 0x41, 0xe2, 0x85, 0x49,
+    ];
+
+    fn frame(track: usize, ms: u64, keyframe: bool, size: usize) -> Frame {
+        Frame {
+            track,
+            pts: Npt::from_millis(ms),
+            keyframe,
+            discontinuity: false,
+            data: Bytes::from(vec![track as u8; size]),
+        }
+    }
+
+    /// Muxes synthetic frames, parses the file back with mp4-atom and
+    /// checks the sample tables against the frames.
+    #[test]
+    fn round_trip_sample_tables() {
+        let codecs = [
+            Codec::H264 {
+                sps: vec![Bytes::from_static(&SPS)],
+                pps: vec![Bytes::from_static(&[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0])],
+            },
+            Codec::Aac {
+                config: Bytes::from_static(&[0x12, 0x10]),
+                sample_rate: 44_100,
+                channels: 2,
+            },
+        ];
+        // Video I P B B (pts 0, 120, 40, 80 ms) then audio, interleaved.
+        let frames = [
+            frame(0, 1000, true, 100),
+            frame(0, 1120, false, 50),
+            frame(1, 1000, true, 10),
+            frame(1, 1023, true, 11),
+            frame(0, 1040, false, 20),
+            frame(0, 1080, false, 21),
+        ];
+        let plan = Mp4Plan::new(&codecs, frames.iter().map(FrameHeader::from)).expect("plan");
+        let mut writer = plan.writer(Vec::new()).expect("header");
+        for f in &frames {
+            writer.write_frame(f).expect("frame");
+        }
+        let file = writer.finish().expect("finish");
+
+        let mut buf = std::io::Cursor::new(&file[..]);
+        assert!(matches!(Any::decode(&mut buf), Ok(Any::Ftyp(_))));
+        let Ok(Any::Moov(moov)) = Any::decode(&mut buf) else {
+            panic!("moov second");
+        };
+        let mdat_start = buf.position() as usize;
+        let video = &moov.trak[0].mdia.minf.stbl;
+        assert_eq!(moov.trak[0].mdia.mdhd.timescale, 90_000);
+        assert_eq!(
+            video.stsz.samples,
+            atom::StszSamples::Different {
+                sizes: vec![100, 50, 20, 21]
+            }
+        );
+        // Decode times 0, 40, 80, 120 ms; offsets shifted by one frame.
+        assert_eq!(video.stts.entries.len(), 1);
+        assert_eq!(video.stts.entries[0].sample_delta, 3600);
+        let ctts: Vec<i64> = video
+            .ctts
+            .as_ref()
+            .expect("ctts")
+            .entries
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(e.sample_offset, e.sample_count as usize))
+            .collect();
+        assert_eq!(ctts, [3600, 10800, 0, 0]);
+        assert_eq!(video.stss.as_ref().expect("stss").entries, [1]);
+        let elst = &moov.trak[0].edts.as_ref().expect("edts").elst;
+        assert_eq!(
+            elst.as_ref().expect("elst").entries[0].media_time,
+            Some(3600)
+        );
+        // Chunks: video [0, 1], audio [0, 1], video [2, 3].
+        let offsets = &video.stco.as_ref().expect("stco").entries;
+        assert_eq!(offsets[0] as usize, mdat_start + 8);
+        assert_eq!(offsets[1] as usize, mdat_start + 8 + 150 + 21);
+        assert_eq!(video.stsc.entries.len(), 1);
+        assert_eq!(video.stsc.entries[0].samples_per_chunk, 2);
+        let audio = &moov.trak[1].mdia.minf.stbl;
+        assert_eq!(moov.trak[1].mdia.mdhd.timescale, 44_100);
+        assert!(audio.stss.is_none() && audio.ctts.is_none());
+        assert_eq!(audio.stts.entries[0].sample_delta, 1014);
+        assert_eq!(&file[offsets[1] as usize..][..20], &[0u8; 20]);
+    }
+
+    #[test]
+    fn frames_other_than_planned_are_refused() {
+        let codecs = [Codec::Opus { channels: 2 }];
+        let frames = [frame(0, 0, true, 10), frame(0, 20, true, 10)];
+        let plan = Mp4Plan::new(&codecs, frames.iter().map(FrameHeader::from)).expect("plan");
+        let mut writer = plan.writer(Vec::new()).expect("header");
+        writer.write_frame(&frames[0]).expect("first");
+        assert!(matches!(
+            writer.write_frame(&frame(0, 20, true, 11)),
+            Err(MuxError::NotAsPlanned {
+                track: 0,
+                sample: 1
+            })
+        ));
+        assert!(matches!(
+            writer.finish(),
+            Err(MuxError::NotAsPlanned {
+                track: 0,
+                sample: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn g711_is_refused_by_name() {
+        let codecs = [Codec::Pcmu {
+            sample_rate: 8000,
+            channels: 1,
+        }];
+        let err = Mp4Plan::new(&codecs, [FrameHeader::from(&frame(0, 0, true, 160))])
+            .err()
+            .expect("refused");
+        assert_eq!(err.to_string(), "G.711 µ-law cannot be muxed into MP4");
+    }
+}

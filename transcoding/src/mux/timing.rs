@@ -155,8 +155,8 @@ mod tests {
         // Open GOP-like order where the first frame is not the earliest.
         let pts = [7200, 0, 3600];
         let t = Timing::new(&pts, None, 3600);
-        assert_eq!(t.delay, 7200);
-        assert_eq!(t.offsets(&pts, t.delay), [7200, 0, 0]);
+        assert_eq!(t.delay, 3600);
+        assert_eq!(t.offsets(&pts, t.delay), [10800, 0, 0]);
     }
 
     #[test]
