@@ -15,7 +15,6 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use streamcache_cache::{Metadata, Reader, RecordKind};
-use streamcache_rtsp::sdp::Sdp;
 use streamcache_transcoding::mux::mp4::Mp4Plan;
 use streamcache_transcoding::mux::ts::TsMuxer;
 use streamcache_transcoding::mux::FrameHeader;
@@ -172,45 +171,16 @@ fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
     )
 }
 
-/// Each stored track's spec, from the SDP section that describes it (same
-/// kind and payload type, control URL ending with its `a=control`, else the
-/// next such section in order).
+/// Each stored track's spec: track `i` is the SDP's section `i`, as the
+/// origin client numbered them when it recorded.
 fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
-    let sdp = Sdp::parse(&meta.sdp).context("its stored SDP does not parse")?;
-    let mut used = vec![false; sdp.media.len()];
-    let mut specs = Vec::new();
-    for track in &meta.tracks {
-        let fits = |m: &streamcache_rtsp::sdp::Media| {
-            m.kind == track.media && m.payload_types().contains(&track.payload_type)
-        };
-        let by_control = sdp.media.iter().enumerate().position(|(i, m)| {
-            !used[i]
-                && fits(m)
-                && m.control
-                    .as_deref()
-                    .is_some_and(|c| track.control.ends_with(c))
-        });
-        let by_order = || {
-            sdp.media
-                .iter()
-                .enumerate()
-                .position(|(i, m)| !used[i] && fits(m))
-        };
-        let media = by_control.or_else(by_order).map(|i| {
-            used[i] = true;
-            &sdp.media[i]
-        });
-        let rtpmap = media.and_then(|m| m.rtpmap(track.payload_type));
-        specs.push(TrackSpec {
-            media: track.media.clone(),
-            encoding: track.encoding.clone(),
-            payload_type: track.payload_type,
-            clock_rate: track.clock_rate,
-            channels: rtpmap.and_then(|r| r.channels),
-            fmtp: media
-                .and_then(|m| m.fmtp(track.payload_type))
-                .map(str::to_owned),
-        });
+    let specs = TrackSpec::from_sdp(&meta.sdp).context("its stored SDP gives no tracks")?;
+    if specs.len() != meta.tracks.len() {
+        anyhow::bail!(
+            "its SDP describes {} tracks, the store holds {}",
+            specs.len(),
+            meta.tracks.len()
+        );
     }
     Ok(specs)
 }
@@ -332,31 +302,26 @@ mod tests {
     }
 
     #[test]
-    fn track_specs_come_from_the_matching_sdp_sections() {
+    fn track_specs_come_from_the_sdp_in_order() {
         let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=t\r\nt=0 0\r\n\
             m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
             a=fmtp:96 packetization-mode=1\r\na=control:stream=0\r\n\
             m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\n\
             a=fmtp:97 config=1210\r\na=control:stream=1\r\n";
-        let track = |control: &str, pt: u8, media: &str, encoding: &str, rate: u32| TrackMeta {
-            control: control.to_owned(),
-            payload_type: pt,
-            clock_rate: rate,
-            media: media.to_owned(),
-            encoding: encoding.to_owned(),
-        };
-        let meta = Metadata {
+        let mut meta = Metadata {
             sdp: sdp.to_owned(),
-            tracks: vec![
-                track("rtsp://o/t/stream=1", 97, "audio", "MPEG4-GENERIC", 44100),
-                track("rtsp://o/t/stream=0", 96, "video", "H264", 90000),
-            ],
+            tracks: vec![TrackMeta::default(), TrackMeta::default()],
             ..Default::default()
         };
         let specs = track_specs(&meta).expect("specs");
-        assert_eq!(specs[0].fmtp.as_deref(), Some("config=1210"));
-        assert_eq!(specs[0].channels, Some(2));
-        assert_eq!(specs[1].fmtp.as_deref(), Some("packetization-mode=1"));
-        assert_eq!(specs[1].encoding, "H264");
+        assert_eq!(specs[0].encoding, "H264");
+        assert_eq!(specs[1].channels, Some(2));
+        assert_eq!(specs[1].fmtp.as_deref(), Some("config=1210"));
+        meta.tracks.pop();
+        let err = track_specs(&meta).expect_err("mismatch");
+        assert_eq!(
+            err.to_string(),
+            "its SDP describes 2 tracks, the store holds 1"
+        );
     }
 }
