@@ -32,6 +32,9 @@ pub enum CacheAction {
         #[arg(long)]
         force: bool,
     },
+    /// Write a cached title (or a part of it) as an MP4 (moov first) or an
+    /// MPEG-TS file, without re-encoding; works while the daemon runs.
+    Export(super::export::ExportArgs),
 }
 
 pub fn run(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
@@ -101,6 +104,7 @@ pub fn run(config: &Config, action: CacheAction) -> anyhow::Result<ExitCode> {
             })
         }
         CacheAction::Purge { key, force } => purge(config, &key, force),
+        CacheAction::Export(args) => super::export::run(config, args),
     }
 }
 

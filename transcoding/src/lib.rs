@@ -20,6 +20,7 @@ pub mod depacketize;
 pub mod frame;
 pub mod mux;
 mod sdp;
+pub mod title;
 
 pub use depacketize::Depacketizer;
 pub use frame::{Codec, Frame, TrackSpec, Unsupported};
