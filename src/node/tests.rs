@@ -210,6 +210,7 @@ async fn the_agent_registers_reports_and_answers_its_master() {
         cluster,
         rtsp_url.into(),
         3,
+        None,
         Arc::clone(&status),
     ));
 
