@@ -6,7 +6,7 @@ use super::*;
 /// a random-access point every tenth.
 fn record(i: u64) -> (RecordFlags, u64, Vec<u8>) {
     let flags = RecordFlags {
-        random_access: i % 10 == 0,
+        random_access: i.is_multiple_of(10),
         discontinuity: false,
     };
     let payload = (0..50 + i % 7).map(|b| (b * 31 + i) as u8).collect();
