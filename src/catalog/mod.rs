@@ -50,6 +50,10 @@ use crate::origin::{
 
 type Slot = Arc<AsyncMutex<Option<Arc<Hub>>>>;
 
+/// How long a lookup waits for a copy that has just started to store the
+/// title's description (one request to its source).
+const COPY_SETTLE: Duration = Duration::from_secs(5);
+
 /// A presentation the store holds completely: it plays without the origin.
 pub struct CachedTitle {
     pub store: Store,
@@ -112,6 +116,11 @@ impl Catalog {
     /// stale title is then a miss.
     /// Each lookup is counted once in `streamcache_cache_lookups_total`.
     pub async fn lookup(self: &Arc<Self>, resolved: &Resolved, only_if_cached: bool) -> Lookup {
+        // A copy just ordered is asking its source for the title's
+        // description: the store has it in a moment.
+        self.copying
+            .settle(&self.store, &resolved.key, COPY_SETTLE)
+            .await;
         let (outcome, lookup) = match self.stored(&resolved.key) {
             None => (self.not_held(&resolved.key), Lookup::Miss(None)),
             Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),

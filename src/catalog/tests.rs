@@ -274,3 +274,29 @@ async fn a_title_being_copied_is_served_from_the_store_without_the_origin() {
         Lookup::Miss(None)
     ));
 }
+
+#[tokio::test]
+async fn a_lookup_right_after_a_copy_started_waits_for_its_description() {
+    let s = setup(Script::default(), "max-age=60", STALE).await;
+    let meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
+    s.store.purge(&s.resolved.key, false).unwrap();
+    // The copy is ordered; its description arrives a little later.
+    s.catalog.copying().started(&s.resolved.key);
+    let (store, copying, key) = (
+        s.store.clone(),
+        s.catalog.copying().clone(),
+        s.resolved.key.clone(),
+    );
+    let copy = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let writer = store.open_writer(&key, meta).unwrap();
+        copying.touch();
+        writer
+    });
+    assert!(matches!(
+        s.catalog.lookup(&s.resolved, false).await,
+        Lookup::Hit(_)
+    ));
+    assert!(s.origin.log().is_empty());
+    drop(copy.await.unwrap());
+}

@@ -99,6 +99,7 @@ impl Copy {
             .metadata
             .clone()
             .ok_or_else(|| Failure::Other("the source sent no metadata".into()))?;
+        self.place.open(&self.meta).map_err(Failure::Other)?;
         let title_start = self.meta.range.map_or(0, |r| r.start.as_ns());
         let mut filter = SpanFilter::new(self.job.start_ns, self.job.end_ns, title_start);
         let mut last = None;

@@ -11,9 +11,9 @@
 //! - [`sink`]: one writer per key, the copies of a key stored in npt order;
 //! - [`client`]: the HTTP requests.
 //!
-//! While a copy's writer is open its key is in the catalog's
-//! [`CopyingKeys`]: players are served what has arrived and wait for the
-//! rest, and no origin session is started for it.
+//! From its `CopyStart` until it ends a copy's key is in the catalog's
+//! [`CopyingKeys`]: players (and the master's Prepare) are served what has
+//! arrived and wait for the rest, and no origin session is started for it.
 
 pub mod client;
 mod fetch;
@@ -90,6 +90,7 @@ struct Job {
 /// The copies running on this node.
 pub struct Copies {
     sinks: Sinks,
+    copying: CopyingKeys,
     /// The cluster token, which the peers' servers ask for.
     token: String,
     running: Mutex<HashMap<u64, Running>>,
@@ -108,7 +109,8 @@ pub type OnDone = Box<dyn FnOnce(Result<(), Failure>, pb::CopyProgress) + Send>;
 impl Copies {
     pub fn new(store: Store, copying: CopyingKeys, token: String) -> Arc<Copies> {
         Arc::new(Copies {
-            sinks: Sinks::new(store, copying),
+            sinks: Sinks::new(store, copying.clone()),
+            copying,
             token,
             running: Mutex::default(),
         })
@@ -153,6 +155,9 @@ impl Copies {
         );
         drop(running);
         info!(copy = id, key = %job.key, source = %start.source_node, start_ns = job.start_ns, end_ns = ?end_ns, "copy started");
+        // From now on the key is coming from a peer: the Prepare the
+        // master sends next must not go to the origin.
+        self.copying.started(&job.key);
         let copies = Arc::clone(self);
         tokio::spawn(async move {
             let place = copies.sinks.join(&job.key, id, job.start_ns);
@@ -161,6 +166,9 @@ impl Copies {
                 Ok(copy) => copy.run().await,
                 Err(e) => Err(e),
             };
+            // The copy (and so its place, and the writer if it was the
+            // last) is dropped by now.
+            copies.copying.ended(&key);
             if matches!(result, Err(Failure::Checksum(_))) {
                 progress.checksum_failure.store(true, Ordering::Relaxed);
             }

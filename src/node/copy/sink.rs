@@ -2,8 +2,9 @@
 //! taken in npt order. The copy whose span starts first writes as its
 //! records are verified; the others keep theirs (in memory, up to a bound,
 //! then they stop fetching) until every copy of an earlier span has
-//! ended. The writer stays open while any copy of the key runs, so players
-//! following it wait for more rather than end between two spans.
+//! ended. The writer opens as soon as the title's description is known and
+//! stays open while any copy of the key runs, so players following it wait
+//! for more rather than end between two spans.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -124,17 +125,10 @@ impl Place {
                 // A gap (an earlier span failed): a run holds no gap.
                 sink.close(&mut state);
             }
-            if state.writer.is_none() {
-                let writer = sink
-                    .store
-                    .open_writer(&sink.key, meta.clone())
-                    .map_err(|e| format!("cannot store the copy: {e}"))?;
-                sink.copying.started(&sink.key);
-                state.writer = Some(writer);
-                let title_start = meta.range.map_or(0, |r| r.start.as_ns());
-                if npt > title_start.saturating_add(HELD_SLACK.as_ns()) {
-                    record.flags.discontinuity = true;
-                }
+            sink.open(&mut state, meta)?;
+            let title_start = meta.range.map_or(0, |r| r.start.as_ns());
+            if state.last_ns.is_none() && npt > title_start.saturating_add(HELD_SLACK.as_ns()) {
+                record.flags.discontinuity = true;
             }
             let Some(writer) = state.writer.as_mut() else {
                 break;
@@ -146,6 +140,15 @@ impl Place {
             written = Some(npt);
         }
         Ok(written)
+    }
+}
+
+impl Place {
+    /// Opens the key's writer now if it is not open (with the title's
+    /// description, before any record): players and the master's Prepare
+    /// find the title in the store from here on.
+    pub fn open(&self, meta: &Metadata) -> Result<(), String> {
+        self.sink.open(&mut lock(&self.sink.state), meta)
     }
 }
 
@@ -167,6 +170,18 @@ impl Drop for Place {
 }
 
 impl Sink {
+    fn open(&self, state: &mut State, meta: &Metadata) -> Result<(), String> {
+        if state.writer.is_none() {
+            let writer = self
+                .store
+                .open_writer(&self.key, meta.clone())
+                .map_err(|e| format!("cannot store the copy: {e}"))?;
+            state.writer = Some(writer);
+            self.copying.touch();
+        }
+        Ok(())
+    }
+
     /// Closes the writer (if open): `complete` when the title is held from
     /// its start to its end, as the hub's recorder decides.
     fn close(&self, state: &mut State) {
@@ -190,7 +205,6 @@ impl Sink {
             Ok(()) => info!(key = %self.key, state = ?finished, "copy stored"),
             Err(e) => warn!(key = %self.key, error = %e, "cannot seal the copy"),
         }
-        self.copying.ended(&self.key);
     }
 }
 
