@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use streamcache_cache::{CacheError, Cursor, Reader, RecordKind};
 use streamcache_rtsp::rtp::{self, SenderReport};
 use streamcache_types::Npt;
@@ -38,8 +37,10 @@ pub use schedule::Schedule;
 
 /// Where playback puts its packets: a player's TCP connection or UDP ports.
 pub trait Sink: Send {
-    /// Queues one packet of a track.
-    fn push(&mut self, track: usize, rtcp: bool, data: Bytes);
+    /// Queues one packet of a track. The sink copies what it keeps (into its
+    /// batch), so playback reuses one buffer for every packet and allocates
+    /// nothing per packet.
+    fn push(&mut self, track: usize, rtcp: bool, data: &[u8]);
     /// Sends what is queued as one write (TCP) or one batch of datagrams.
     /// An error means the player is gone or too slow: playback ends.
     fn flush(&mut self) -> impl std::future::Future<Output = Result<(), SinkClosed>> + Send;
@@ -85,12 +86,12 @@ pub enum Ended {
     Stopped,
 }
 
-/// A record read ahead of its due time, copied out of the mapping.
+/// A record read ahead of its due time; its bytes, copied out of the
+/// mapping, are in [`Playback::packet`].
 struct Pending {
     track: usize,
     rtcp: bool,
     npt: Npt,
-    data: Vec<u8>,
 }
 
 /// Most packets sent in one batch, so a long-paused player's backlog (or a
@@ -113,6 +114,9 @@ pub struct Playback<S: Sink> {
     tracks: BTreeMap<usize, TrackNumbering>,
     schedule: Schedule,
     pending: Option<Pending>,
+    /// The pending packet's bytes. One buffer, reused: it is swapped with
+    /// `last_sent`'s once sent, so no packet costs an allocation.
+    packet: Vec<u8>,
     until: Option<Npt>,
     /// npt where playback stands while paused.
     position: Npt,
@@ -120,7 +124,7 @@ pub struct Playback<S: Sink> {
     /// Everything was sent: when the BYE goes.
     bye_at: Option<Instant>,
     /// Per track, the last packet sent (npt, bytes), to splice runs.
-    last_sent: BTreeMap<usize, (Npt, Bytes)>,
+    last_sent: BTreeMap<usize, (Npt, Vec<u8>)>,
     /// Joining recording runs (and the tail) to what was already sent.
     splice: Splice,
     /// The hub filling the store, whose tail follows the store's end.
@@ -148,7 +152,7 @@ const SPLICE_WINDOW: Npt = Npt::from_millis(500);
 struct Splice {
     /// Per track, while crossing into a run that overlaps what was already
     /// sent: the packet to find again in the new run.
-    find: BTreeMap<usize, (Npt, Bytes)>,
+    find: BTreeMap<usize, (Npt, Vec<u8>)>,
     /// Per track, what to add to the npt of the current run's records to
     /// continue the previous run's timeline.
     shift_ns: BTreeMap<usize, i128>,
@@ -156,7 +160,7 @@ struct Splice {
 
 impl Splice {
     /// Crossing into a new run, after `last_sent` (per track).
-    fn crossing(last_sent: &BTreeMap<usize, (Npt, Bytes)>) -> Splice {
+    fn crossing(last_sent: &BTreeMap<usize, (Npt, Vec<u8>)>) -> Splice {
         Splice {
             find: last_sent.clone(),
             shift_ns: BTreeMap::new(),
@@ -204,6 +208,7 @@ impl<S: Sink> Playback<S> {
                 .collect(),
             schedule: Schedule::default(),
             pending: None,
+            packet: Vec::new(),
             until: None,
             position: Npt::ZERO,
             next_report: Instant::now(),
@@ -362,11 +367,12 @@ impl<S: Sink> Playback<S> {
                         continue; // a track this player did not set up
                     }
                     if let Some(npt) = self.splice.admit(track, record.media_time, record.payload) {
+                        self.packet.clear();
+                        self.packet.extend_from_slice(record.payload);
                         self.pending = Some(Pending {
                             track,
                             rtcp: false,
                             npt,
-                            data: record.payload.to_vec(),
                         });
                     }
                 }
@@ -415,11 +421,12 @@ impl<S: Sink> Playback<S> {
             return true;
         }
         if let Some(npt) = self.splice.admit(packet.track, packet.npt, &packet.data) {
+            self.packet.clear();
+            self.packet.extend_from_slice(&packet.data);
             self.pending = Some(Pending {
                 track: packet.track,
                 rtcp: false,
                 npt,
-                data: packet.data.to_vec(),
             });
         }
         true
@@ -444,14 +451,20 @@ impl<S: Sink> Playback<S> {
             if self.schedule.due(pending.npt).is_none_or(|due| due > now) {
                 break;
             }
-            let Some(mut p) = self.pending.take() else {
+            let Some(p) = self.pending.take() else {
                 break;
             };
             if let Some(numbering) = self.tracks.get_mut(&p.track) {
-                if numbering.rewrite(&mut p.data, p.npt) {
-                    let packet = Bytes::from(p.data);
-                    self.last_sent.insert(p.track, (p.npt, packet.clone()));
-                    self.sink.push(p.track, p.rtcp, packet);
+                if numbering.rewrite(&mut self.packet, p.npt) {
+                    self.sink.push(p.track, p.rtcp, &self.packet);
+                    // Kept for splicing by swapping buffers, not copying:
+                    // the previous last packet's buffer takes the next one.
+                    let last = self
+                        .last_sent
+                        .entry(p.track)
+                        .or_insert_with(|| (p.npt, Vec::new()));
+                    last.0 = p.npt;
+                    std::mem::swap(&mut last.1, &mut self.packet);
                     sent += 1;
                 }
             }
@@ -498,7 +511,7 @@ impl<S: Sink> Playback<S> {
             })
             .collect();
         for (track, report) in reports {
-            self.sink.push(track, true, Bytes::from(report));
+            self.sink.push(track, true, &report);
         }
     }
 
@@ -511,7 +524,7 @@ impl<S: Sink> Playback<S> {
             .map(|(&track, n)| (track, rtp::build_bye(n.ssrc)))
             .collect();
         for (track, bye) in byes {
-            self.sink.push(track, true, Bytes::from(bye));
+            self.sink.push(track, true, &bye);
         }
         if let Some(npt) = self.schedule.npt_at(Instant::now()) {
             self.position = npt;

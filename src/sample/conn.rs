@@ -460,10 +460,10 @@ struct ConnSink {
 }
 
 impl Sink for ConnSink {
-    fn push(&mut self, track: usize, rtcp: bool, data: Bytes) {
+    fn push(&mut self, track: usize, rtcp: bool, data: &[u8]) {
         if let Some(&rtp) = self.channels.get(&track) {
             // Packets from the store fit a frame; one that does not is left out.
-            let _ = put_interleaved(rtp + u8::from(rtcp), &data, &mut self.buf);
+            let _ = put_interleaved(rtp + u8::from(rtcp), data, &mut self.buf);
         }
     }
 

@@ -9,13 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use rtsp_types::{Response, StatusCode, Version};
 use streamcache_rtsp::codec::{CodecError, RtspCodec};
 use streamcache_rtsp::framing::Frame;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
@@ -152,16 +153,63 @@ async fn send_response(conn: &Conn, response: &Response<Vec<u8>>) -> bool {
     conn.out.send(Outgoing::Bytes(bytes.freeze())).await.is_ok()
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
-    while let Some(item) = queue.recv().await {
-        match item {
-            Outgoing::Bytes(bytes) => {
-                if writer.write_all(&bytes).await.is_err() {
+/// Most queued items written in one `writev`.
+const WRITE_BATCH: usize = 64;
+
+/// Writes what the connection's queue carries, in order, until `Close`.
+/// Everything already queued when the writer wakes (media batches of
+/// several sessions, responses) leaves in one `writev`, not one write each.
+pub async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    let mut close = false;
+    while !close {
+        match queue.recv().await {
+            Some(Outgoing::Bytes(bytes)) => batch.push(bytes),
+            Some(Outgoing::Close) | None => break,
+        }
+        while batch.len() < WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(Outgoing::Bytes(bytes)) => batch.push(bytes),
+                Ok(Outgoing::Close) => {
+                    close = true;
                     break;
                 }
+                Err(_) => break,
             }
-            Outgoing::Close => break,
+        }
+        if write_all_vectored(&mut writer, &mut batch).await.is_err() {
+            break;
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes every buffer of `batch` (emptied), as few `writev`s as it takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < batch.len() {
+        let slices: [IoSlice<'_>; WRITE_BATCH] =
+            std::array::from_fn(|i| IoSlice::new(batch.get(first + i).map_or(&[][..], |b| &b[..])));
+        let count = (batch.len() - first).min(WRITE_BATCH);
+        let mut n = writer.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Drop what was written; a partly written buffer keeps its rest.
+        while n > 0 {
+            let len = batch[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                batch[first].advance(n);
+                n = 0;
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
 }

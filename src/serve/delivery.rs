@@ -78,7 +78,7 @@ pub async fn forward(
     for packet in std::mem::take(&mut sub.backlog) {
         sender.push(&packet);
     }
-    let mut end = sender.flush(&session).await.err();
+    let mut end = sender.flush(Some(&session)).await.err();
     while end.is_none() {
         match rx.recv().await {
             Ok(packet) => sender.push(&packet),
@@ -97,7 +97,7 @@ pub async fn forward(
                 Err(TryRecvError::Closed) => end = Some(End::PresentationEnded),
             }
         }
-        if let Err(failed) = sender.flush(&session).await {
+        if let Err(failed) = sender.flush(Some(&session)).await {
             end = Some(failed);
         }
     }
@@ -109,7 +109,7 @@ pub async fn forward(
         }
         Some(End::PresentationEnded) => {
             sender.bye();
-            let _ = sender.flush(&session).await;
+            let _ = sender.flush(Some(&session)).await;
             sender.close().await;
             sessions.end(&session.id, "presentation ended");
         }
@@ -135,27 +135,38 @@ pub async fn play_from_store(
 /// A [`Sink`] toward one player, for store playback.
 pub struct PlayerSink {
     sender: Sender,
-    session: Arc<PlayerSession>,
+    /// `None` in benches: nothing is counted nor logged.
+    session: Option<Arc<PlayerSession>>,
 }
 
 impl PlayerSink {
     pub fn new(session: Arc<PlayerSession>, tracks: BTreeMap<usize, TrackDelivery>) -> PlayerSink {
         PlayerSink {
             sender: Sender::new(tracks),
-            session,
+            session: Some(session),
+        }
+    }
+
+    /// A sink without a session (benches).
+    pub fn detached(tracks: BTreeMap<usize, TrackDelivery>) -> PlayerSink {
+        PlayerSink {
+            sender: Sender::new(tracks),
+            session: None,
         }
     }
 }
 
 impl Sink for PlayerSink {
-    fn push(&mut self, track: usize, rtcp: bool, data: Bytes) {
+    fn push(&mut self, track: usize, rtcp: bool, data: &[u8]) {
         self.sender.push_raw(track, rtcp, data);
     }
 
     async fn flush(&mut self) -> Result<(), SinkClosed> {
-        if let Err(end) = self.sender.flush(&self.session).await {
+        if let Err(end) = self.sender.flush(self.session.as_deref()).await {
             if let End::TooSlow(_) = end {
-                warn!(session = %self.session.id, player = %self.session.peer, "player too slow: dropped");
+                if let Some(session) = &self.session {
+                    warn!(session = %session.id, player = %session.peer, "player too slow: dropped");
+                }
                 self.sender.close().await;
             }
             return Err(SinkClosed);
@@ -165,7 +176,17 @@ impl Sink for PlayerSink {
 }
 
 /// A UDP datagram and where it goes.
+#[cfg(test)]
 type Datagram = (SocketAddr, Bytes);
+
+/// The datagrams queued for one socket: their bytes one after the other in
+/// one buffer, reused from flush to flush (no allocation per packet).
+struct UdpQueue {
+    socket: Arc<UdpSocket>,
+    bytes: Vec<u8>,
+    /// Destination and end offset in `bytes` of each datagram, in order.
+    ends: Vec<(SocketAddr, usize)>,
+}
 
 enum End {
     TooSlow(u64),
@@ -181,7 +202,7 @@ struct Sender {
     out: Option<mpsc::Sender<Outgoing>>,
     /// UDP datagrams waiting for the next flush, per socket (a session has
     /// at most an RTP and an RTCP socket), in the order they were queued.
-    datagrams: Vec<(Arc<UdpSocket>, Vec<Datagram>)>,
+    datagrams: Vec<UdpQueue>,
     /// Last SSRC seen per track, for the BYE.
     ssrcs: BTreeMap<usize, u32>,
 }
@@ -207,10 +228,10 @@ impl Sender {
                 self.ssrcs.insert(packet.track, view.ssrc());
             }
         }
-        self.push_raw(packet.track, packet.rtcp, packet.data.clone());
+        self.push_raw(packet.track, packet.rtcp, &packet.data);
     }
 
-    fn push_raw(&mut self, track: usize, rtcp: bool, data: Bytes) {
+    fn push_raw(&mut self, track: usize, rtcp: bool, data: &[u8]) {
         match self.tracks.get(&track) {
             Some(TrackDelivery::Interleaved {
                 rtp, rtcp: rtcp_ch, ..
@@ -219,7 +240,7 @@ impl Sender {
                 // Appended to the batch: no allocation per packet. A packet
                 // over 65535 bytes cannot be framed (an RTP packet never is
                 // this big) and is left out.
-                let _ = codec::put_interleaved(channel, &data, &mut self.batch);
+                let _ = codec::put_interleaved(channel, data, &mut self.batch);
             }
             Some(TrackDelivery::Udp {
                 rtp_socket,
@@ -232,16 +253,24 @@ impl Sender {
                 } else {
                     (rtp_socket, rtp_dest)
                 };
-                match self
+                let at = match self
                     .datagrams
-                    .iter_mut()
-                    .find(|(s, _)| Arc::ptr_eq(s, socket))
+                    .iter()
+                    .position(|q| Arc::ptr_eq(&q.socket, socket))
                 {
-                    Some((_, queued)) => queued.push((*dest, data)),
-                    None => self
-                        .datagrams
-                        .push((Arc::clone(socket), vec![(*dest, data)])),
-                }
+                    Some(at) => at,
+                    None => {
+                        self.datagrams.push(UdpQueue {
+                            socket: Arc::clone(socket),
+                            bytes: Vec::new(),
+                            ends: Vec::new(),
+                        });
+                        self.datagrams.len() - 1
+                    }
+                };
+                let queue = &mut self.datagrams[at];
+                queue.bytes.extend_from_slice(data);
+                queue.ends.push((*dest, queue.bytes.len()));
             }
             None => {} // a track the player did not set up
         }
@@ -249,23 +278,37 @@ impl Sender {
 
     /// Queues an RTCP BYE on every track that carried RTP.
     fn bye(&mut self) {
-        let byes: Vec<(usize, Bytes)> = self
+        let byes: Vec<(usize, Vec<u8>)> = self
             .ssrcs
             .iter()
-            .map(|(&track, &ssrc)| (track, Bytes::from(rtp::build_bye(ssrc))))
+            .map(|(&track, &ssrc)| (track, rtp::build_bye(ssrc)))
             .collect();
         for (track, bye) in byes {
-            self.push_raw(track, true, bye);
+            self.push_raw(track, true, &bye);
         }
     }
 
     /// Sends what is queued. Media never waits for a TCP player: if its
     /// connection's queue is full, the player is too slow.
-    async fn flush(&mut self, session: &PlayerSession) -> Result<(), End> {
+    async fn flush(&mut self, session: Option<&PlayerSession>) -> Result<(), End> {
         let mut sent = 0u64;
-        for (socket, queued) in &mut self.datagrams {
-            sent += send_datagrams(socket, queued).await;
-            queued.clear();
+        for queue in &mut self.datagrams {
+            if queue.ends.is_empty() {
+                continue;
+            }
+            let mut start = 0;
+            let datagrams: Vec<(SocketAddr, &[u8])> = queue
+                .ends
+                .iter()
+                .map(|&(dest, end)| {
+                    let d = (dest, &queue.bytes[start..end]);
+                    start = end;
+                    d
+                })
+                .collect();
+            sent += send_datagrams(&queue.socket, &datagrams).await;
+            queue.bytes.clear();
+            queue.ends.clear();
         }
         if !self.batch.is_empty() {
             let batch = self.batch.split().freeze();
@@ -277,7 +320,9 @@ impl Sender {
                 })?;
             }
         }
-        session.add_bytes(sent);
+        if let Some(session) = session {
+            session.add_bytes(sent);
+        }
         Ok(())
     }
 
@@ -295,7 +340,7 @@ impl Sender {
 /// A datagram the kernel refuses (e.g. ECONNREFUSED left by an ICMP error)
 /// is skipped and the rest still go: a lost datagram is UDP's nature, and an
 /// unreachable player shows up as silence and its session times out.
-async fn send_datagrams(socket: &UdpSocket, datagrams: &[Datagram]) -> u64 {
+async fn send_datagrams<D: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(SocketAddr, D)]) -> u64 {
     let mut rest = datagrams;
     let mut sent = 0u64;
     while !rest.is_empty() {
@@ -305,7 +350,10 @@ async fn send_datagrams(socket: &UdpSocket, datagrams: &[Datagram]) -> u64 {
             Ok(n) => {
                 // sendmmsg may send fewer than asked (a full buffer, an
                 // error after the first): go on with the rest.
-                sent += rest[..n].iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                sent += rest[..n]
+                    .iter()
+                    .map(|(_, d)| d.as_ref().len() as u64)
+                    .sum::<u64>();
                 rest = &rest[n..];
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -325,8 +373,14 @@ async fn send_datagrams(socket: &UdpSocket, datagrams: &[Datagram]) -> u64 {
 }
 
 /// One `sendmmsg` of `datagrams` (non-empty): how many went.
-fn sendmmsg_once(socket: &UdpSocket, datagrams: &[Datagram]) -> io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+fn sendmmsg_once<D: AsRef<[u8]>>(
+    socket: &UdpSocket,
+    datagrams: &[(SocketAddr, D)],
+) -> io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams
+        .iter()
+        .map(|(_, d)| [IoSlice::new(d.as_ref())])
+        .collect();
     let addrs: Vec<Option<SockaddrStorage>> = datagrams
         .iter()
         .map(|&(dest, _)| Some(SockaddrStorage::from(dest)))

@@ -18,6 +18,13 @@ mod refusals;
 mod seen;
 mod session;
 
+/// The per-packet send path without a server, for `benches/send_path.rs`.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use super::connection::write_loop;
+    pub use super::delivery::{Outgoing, PlayerSink, TrackDelivery};
+}
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

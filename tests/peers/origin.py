@@ -77,7 +77,7 @@ def launch_quote(path):
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def live_launch(audio_encoder):
+def live_launch(audio_encoder, video_kbps=2000):
     # ~2 Mbit/s of video for ~5% of a core: a scrolling SMPTE pattern saturates
     # x264's 2000 kbit/s rate control even at 320x240, so load tests move
     # realistic volumes without the origin eating the CI machine's 2 cores.
@@ -88,7 +88,8 @@ def live_launch(audio_encoder):
         "( videotestsrc is-live=true pattern=smpte horizontal-speed=4 "
         "! video/x-raw,width=320,height=240,framerate=25/1 "
         "! timeoverlay ! videoconvert "
-        "! x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 "
+        "! x264enc tune=zerolatency speed-preset=ultrafast "
+        f"bitrate={video_kbps} "
         "key-int-max=25 threads=1 "
         "! rtph264pay name=pay0 pt=96 config-interval=-1 "
         "audiotestsrc is-live=true wave=sine freq=440 "
@@ -138,7 +139,7 @@ class Origin:
         mounts = self.server.get_mount_points()
 
         live = GstRtspServer.RTSPMediaFactory()
-        live.set_launch(live_launch(pick_aac_encoder()))
+        live.set_launch(live_launch(pick_aac_encoder(), args.live_kbps))
         live.set_shared(True)
         live.set_protocols(protocols)
         # gst-rtsp-server 1.22 can deadlock for good when many clients PLAY a
@@ -365,6 +366,9 @@ def main():
         help="send this Last-Modified (an HTTP date) with DESCRIBE answers (default: none)",
     )
     parser.add_argument("--backlog", type=int, default=1024, help="listen backlog")
+    parser.add_argument(
+        "--live-kbps", type=int, default=2000, help="/live's video bit rate, kbit/s (default 2000)"
+    )
     parser.add_argument(
         "--watch-stdin", action="store_true", help="exit when stdin reaches end of file"
     )

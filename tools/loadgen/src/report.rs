@@ -200,6 +200,9 @@ pub struct PerSession {
     pub lost_packets: u64,
     /// PLAY sent → first RTP packet, ms.
     pub first_packet_ms: Option<f64>,
+    /// PLAY sent → first random-access video packet (the first keyframe a
+    /// decoder can start at), ms.
+    pub first_rap_ms: Option<f64>,
     /// Its RTP bit rate, Mbit/s.
     pub mbit_per_s: f64,
 }
@@ -417,6 +420,7 @@ impl PerSession {
             rtp_packets: r.packets(),
             lost_packets: r.lost(),
             first_packet_ms: r.first_packet.map(ms),
+            first_rap_ms: r.first_rap.map(ms),
             mbit_per_s: mbit_per_s(r),
         }
     }
