@@ -149,6 +149,11 @@ impl Proxy {
         self.port
     }
 
+    /// The daemon's process id (it is its process group's leader).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin HTTP port, if the config enabled the admin API.
     pub fn admin_port(&self) -> Option<u16> {
         self.admin_port
