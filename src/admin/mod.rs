@@ -31,7 +31,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::node;
 use crate::reload::Reloader;
@@ -100,14 +100,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, admin: Arc<H>) {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listener::accept(&listener, "admin").await;
         let Some(address_slot) = per_address.try_take(peer.ip(), MAX_CONNECTIONS_PER_ADDRESS)
         else {
             debug!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "admin connection closed: too many from this address");
