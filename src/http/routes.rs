@@ -220,7 +220,7 @@ async fn serve(
         r
     };
     match resource {
-        Resource::Export => return Ok(export::respond(store, key, query).await),
+        Resource::Export => Ok(export::respond(store, key, query).await),
         Resource::LiveInit | Resource::LiveSegment(_) => {
             let gone = || {
                 Refusal::new(
@@ -233,7 +233,7 @@ async fn serve(
                 Resource::LiveSegment(n) => channel.segment(n),
                 _ => channel.init(),
             };
-            return Ok(body::bytes(data.ok_or_else(gone)?, MP4));
+            Ok(body::bytes(data.ok_or_else(gone)?, MP4))
         }
         Resource::Playlist => {
             if let Target::Mount(resolved) = &target {

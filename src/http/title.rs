@@ -50,6 +50,9 @@ pub struct Plan {
 /// What the depacketizers dropped while a segment was built.
 pub type Dropped = DepacketizeStats;
 
+/// A segment's frames, the codecs learnt reading them, what was dropped.
+type Read = (Vec<Frame>, Vec<Option<Codec>>, Dropped);
+
 impl Plan {
     /// Cuts the stored title `key`; also gives back segment 0, built to
     /// learn the codecs (parameter sets may come in band).
@@ -188,7 +191,7 @@ fn frames(
     specs: &[TrackSpec],
     span: NptSpan,
     last: bool,
-) -> Result<(Vec<Frame>, Vec<Option<Codec>>, Dropped), Refusal> {
+) -> Result<Read, Refusal> {
     let mut frames = Frames::new(specs).map_err(|u| {
         Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -252,7 +255,7 @@ fn fingerprint(meta: &Metadata) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+mod title_tests_cut {
     use super::*;
 
     fn s(secs: u64) -> Npt {
@@ -280,3 +283,7 @@ mod tests {
         assert!(cut(&[], s(10)).is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "title_tests.rs"]
+mod title_tests;
