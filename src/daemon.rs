@@ -163,9 +163,32 @@ async fn run_server(
         local,
         player_limits,
     );
+    // A node's peer server, which other nodes copy its titles from.
+    let peer_listener = match config.cluster.as_ref().and_then(|c| c.peer_addr()) {
+        Some(addr) => Some(
+            crate::listener::bind(addr)
+                .with_context(|| format!("cannot listen for peers on {addr}"))?,
+        ),
+        None => None,
+    };
+    let peer_local = peer_listener
+        .as_ref()
+        .map(|l| l.local_addr().context("peer listener has no address"))
+        .transpose()?;
+    if let (Some(listener), Some(cluster)) = (peer_listener, config.cluster.as_ref()) {
+        let peer =
+            node::peer::PeerServer::new(server.catalog.store().clone(), cluster.token.clone());
+        tokio::spawn(admin::serve(listener, peer));
+    }
     // A node of a cluster: the control connection to the master runs on
     // its own; serving never waits for it.
     let cluster = config.cluster.as_ref().map(|cluster| {
+        let peer_url = peer_local.map(|bound| {
+            cluster
+                .peer_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}"))
+        });
         let rtsp_url = cluster
             .rtsp_url
             .clone()
@@ -181,6 +204,7 @@ async fn run_server(
             cluster.clone(),
             rtsp_url,
             max_sessions,
+            peer_url,
             Arc::clone(&status),
         ));
         status
@@ -207,12 +231,14 @@ async fn run_server(
     // accept loops run). One line names them all: with `listen =
     // "127.0.0.1:0"` it is where the ports the OS chose are told.
     let admin_shown = admin_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let peer_shown = peer_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let http_shown = http_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    info!(rtsp = %local, admin = %admin_shown, http = %http_shown, "listening");
+    info!(rtsp = %local, admin = %admin_shown, peer = %peer_shown, http = %http_shown, "listening");
     if let Some(ready_file) = ready_file {
         let addresses = serde_json::json!({
             "rtsp": local.to_string(),
             "admin": admin_local.map(|a| a.to_string()),
+            "peer": peer_local.map(|a| a.to_string()),
             "http": http_local.map(|a| a.to_string()),
         });
         write_ready_file(ready_file, &addresses)?;

@@ -47,6 +47,7 @@
 mod error;
 pub mod format;
 mod fsutil;
+mod listing;
 mod meta;
 mod presentation;
 mod reader;
@@ -59,6 +60,7 @@ mod writer;
 
 pub use error::CacheError;
 pub use fsutil::DiskSpace;
+pub use listing::{SegmentInfo, TitleInfo};
 pub use meta::{
     parse_metadata, CacheHeaders, Metadata, NptRange, NptSpan, PresentationState, TrackMeta,
 };

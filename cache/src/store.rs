@@ -397,6 +397,12 @@ impl Store {
         self.find(&entries, id_or_key).map(|p| p.key.clone())
     }
 
+    /// The presentation named `id_or_key` (its key or its id).
+    pub(crate) fn presentation(&self, id_or_key: &str) -> Option<Arc<Presentation>> {
+        let entries = self.inner.entries();
+        self.find(&entries, id_or_key).cloned()
+    }
+
     fn find<'a>(
         &self,
         entries: &'a HashMap<String, Arc<Presentation>>,

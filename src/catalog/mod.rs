@@ -16,7 +16,12 @@
 //! cannot be reached, a stale title is served anyway unless its rules demand
 //! revalidation (`no-cache`, `must-revalidate`, `proxy-revalidate`): then the
 //! player gets 504.
+//!
+//! A title a node-to-node copy is writing ([`CopyingKeys`]) is a hit
+//! whatever its state and freshness: it plays from the store as the copy
+//! arrives, the cursor waiting at the copy's writer for more.
 
+mod copying;
 mod revalidation;
 #[cfg(test)]
 mod tests;
@@ -37,11 +42,17 @@ use crate::freshness::{self, Freshness};
 use crate::hub::{Hub, HubOrigin, HubSettings};
 use crate::metrics::{LookupOutcome, Metrics, RevalidationResult};
 use crate::mounts::{OriginTiming, Resolved};
+pub use copying::CopyingKeys;
+
 use crate::origin::{
     self, CacheHeaders, Described, OriginError, OriginTarget, Revalidation, Stored, TransportPref,
 };
 
 type Slot = Arc<AsyncMutex<Option<Arc<Hub>>>>;
+
+/// How long a lookup waits for a copy that has just started to store the
+/// title's description (one request to its source).
+const COPY_SETTLE: Duration = Duration::from_secs(5);
 
 /// A presentation the store holds completely: it plays without the origin.
 pub struct CachedTitle {
@@ -69,6 +80,7 @@ pub struct Catalog {
     default_fresh: Duration,
     slots: Mutex<HashMap<String, Slot>>,
     metrics: Arc<Metrics>,
+    copying: CopyingKeys,
 }
 
 impl Catalog {
@@ -86,6 +98,7 @@ impl Catalog {
             default_fresh,
             slots: Mutex::new(HashMap::new()),
             metrics,
+            copying: CopyingKeys::default(),
         })
     }
 
@@ -93,11 +106,21 @@ impl Catalog {
         &self.store
     }
 
+    /// The keys node-to-node copies are writing now.
+    pub fn copying(&self) -> &CopyingKeys {
+        &self.copying
+    }
+
     /// Whether the store may serve a title, revalidating it at the origin if
     /// it is stale. With `only_if_cached` the origin is never contacted: a
     /// stale title is then a miss.
     /// Each lookup is counted once in `streamcache_cache_lookups_total`.
     pub async fn lookup(self: &Arc<Self>, resolved: &Resolved, only_if_cached: bool) -> Lookup {
+        // A copy just ordered is asking its source for the title's
+        // description: the store has it in a moment.
+        self.copying
+            .settle(&self.store, &resolved.key, COPY_SETTLE)
+            .await;
         let (outcome, lookup) = match self.stored(&resolved.key) {
             None => (self.not_held(&resolved.key), Lookup::Miss(None)),
             Some((title, Freshness::Fresh)) => (LookupOutcome::Hit, Lookup::Hit(title)),
@@ -125,15 +148,22 @@ impl Catalog {
                 return None;
             }
         };
-        if metadata.state != PresentationState::Complete {
+        // A copy in progress is the cluster's own fresh copy, not a title
+        // to fetch or revalidate at the origin.
+        let copying = self.copying.contains(key);
+        if metadata.state != PresentationState::Complete && !copying {
             return None;
         }
-        let freshness = freshness::assess(
-            &metadata.cache_headers,
-            metadata.validated_at_unix_ms.map(freshness::from_unix_ms),
-            SystemTime::now(),
-            self.default_fresh,
-        );
+        let freshness = if copying {
+            Freshness::Fresh
+        } else {
+            freshness::assess(
+                &metadata.cache_headers,
+                metadata.validated_at_unix_ms.map(freshness::from_unix_ms),
+                SystemTime::now(),
+                self.default_fresh,
+            )
+        };
         let title = Arc::new(CachedTitle {
             store: self.store.clone(),
             metadata,

@@ -251,3 +251,52 @@ async fn a_private_title_is_never_served_from_the_store() {
         assert!(s.store.metadata(&s.resolved.key).unwrap().is_none(), "{cc}");
     }
 }
+
+#[tokio::test]
+async fn a_title_being_copied_is_served_from_the_store_without_the_origin() {
+    let s = setup(Script::default(), "max-age=60", STALE).await;
+    let meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
+    // A copy's writer is open: the title is recording, and stale.
+    let writer = s.store.open_writer(&s.resolved.key, meta).unwrap();
+    s.catalog.copying().started(&s.resolved.key);
+    let Lookup::Hit(title) = s.catalog.lookup(&s.resolved, false).await else {
+        panic!("a hit while the copy runs");
+    };
+    assert_eq!(title.metadata.state, PresentationState::Recording);
+    assert!(
+        s.origin.log().is_empty(),
+        "no origin session, no revalidation"
+    );
+    writer.finish(PresentationState::Partial).unwrap();
+    s.catalog.copying().ended(&s.resolved.key);
+    assert!(matches!(
+        s.catalog.lookup(&s.resolved, false).await,
+        Lookup::Miss(None)
+    ));
+}
+
+#[tokio::test]
+async fn a_lookup_right_after_a_copy_started_waits_for_its_description() {
+    let s = setup(Script::default(), "max-age=60", STALE).await;
+    let meta = s.store.metadata(&s.resolved.key).unwrap().unwrap();
+    s.store.purge(&s.resolved.key, false).unwrap();
+    // The copy is ordered; its description arrives a little later.
+    s.catalog.copying().started(&s.resolved.key);
+    let (store, copying, key) = (
+        s.store.clone(),
+        s.catalog.copying().clone(),
+        s.resolved.key.clone(),
+    );
+    let copy = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let writer = store.open_writer(&key, meta).unwrap();
+        copying.touch();
+        writer
+    });
+    assert!(matches!(
+        s.catalog.lookup(&s.resolved, false).await,
+        Lookup::Hit(_)
+    ));
+    assert!(s.origin.log().is_empty());
+    drop(copy.await.unwrap());
+}

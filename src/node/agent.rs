@@ -264,6 +264,12 @@ impl Link {
                     let now = node.holdings();
                     let mut report = vec![message(Body::Load(node.load()))];
                     report.extend(inventory::delta(&sent, &now).map(|d| message(Body::Delta(d))));
+                    report.extend(
+                        node.copies
+                            .progress()
+                            .into_iter()
+                            .map(|p| message(Body::CopyProgress(p))),
+                    );
                     let result = self.send(report);
                     // Unsent, the change is sent with the next report.
                     if result.is_ok() {

@@ -12,13 +12,17 @@
 //! - [`agent`]: the connection, its reports and its reconnections;
 //! - [`requests`]: the master's requests and their answers;
 //! - [`inventory`]: what the node holds, and deltas (plain functions);
-//! - [`load`]: rates and reserved sessions (plain functions).
+//! - [`load`]: rates and reserved sessions (plain functions);
+//! - [`peer`]: the peer server other nodes copy this node's titles from;
+//! - [`copy`]: the copies the master orders into this node's store.
 //!
 //! See `docs/design/cluster.md`.
 
 mod agent;
+pub mod copy;
 mod inventory;
 mod load;
+pub mod peer;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -31,6 +35,7 @@ use tokio::time::Instant;
 use crate::cluster::protocol::{pb, PROTOCOL_VERSION};
 use crate::config::ClusterConfig;
 use crate::serve::Server;
+use copy::Copies;
 use inventory::Snapshot;
 use load::{Meter, Reservations, Ticket};
 
@@ -67,12 +72,14 @@ impl Status {
 
 /// Runs the node's side of the control connection until the task is
 /// dropped. `rtsp_url` is where the master sends players, `max_sessions`
-/// the player sessions it may send here; `status` is kept up to date.
+/// the player sessions it may send here, `peer_url` where this node's
+/// peer server is (if it runs one); `status` is kept up to date.
 pub async fn run(
     server: Arc<Server>,
     cluster: ClusterConfig,
     rtsp_url: String,
     max_sessions: u32,
+    peer_url: Option<String>,
     status: Arc<Status>,
 ) {
     let hello = pb::Hello {
@@ -81,12 +88,22 @@ pub async fn run(
         rtsp_url,
         max_sessions,
         max_egress_bps: cluster.max_egress_bps,
-        // No peer server yet: this node neither serves nor takes copies.
-        peer_url: String::new(),
-        max_copy_egress_bps: 0,
-        max_copy_ingress_bps: 0,
+        // Without a peer server this node serves no copies (it may still
+        // take them).
+        max_copy_egress_bps: if peer_url.is_some() {
+            cluster.max_copy_egress_bps
+        } else {
+            0
+        },
+        peer_url: peer_url.unwrap_or_default(),
+        max_copy_ingress_bps: cluster.max_copy_ingress_bps,
     };
-    let node = Arc::new(Node::new(server, max_sessions));
+    let copies = Copies::new(
+        server.catalog.store().clone(),
+        server.catalog.copying().clone(),
+        cluster.token.clone(),
+    );
+    let node = Arc::new(Node::new(server, max_sessions, copies));
     agent::run(node, &cluster, hello, &status).await;
 }
 
@@ -96,10 +113,11 @@ struct Node {
     max_sessions: u32,
     reservations: Mutex<Reservations>,
     meter: Mutex<Meter>,
+    copies: Arc<Copies>,
 }
 
 impl Node {
-    fn new(server: Arc<Server>, max_sessions: u32) -> Node {
+    fn new(server: Arc<Server>, max_sessions: u32, copies: Arc<Copies>) -> Node {
         let meter = Meter::new(
             Instant::now(),
             server.metrics.player_sent_bytes_total(),
@@ -110,6 +128,7 @@ impl Node {
             max_sessions,
             reservations: Mutex::default(),
             meter: Mutex::new(meter),
+            copies,
         }
     }
 

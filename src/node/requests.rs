@@ -5,7 +5,10 @@
 //! with an error text or none) when its work is finished. A Prepare's work
 //! runs in a task of its own, so that several run at once and finish in
 //! any order; its `Done` comes back through the connection's answers
-//! channel. Anything else the master sends is logged at debug and ignored.
+//! channel. So does a copy's (`CopyStart`, see [`super::copy`]), preceded
+//! by its last `CopyProgress`; `CopyRate` is done at once, `CopyCancel`
+//! once the copy has stopped. Anything else the master sends is logged at
+//! debug and ignored.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 use url::Url;
 
+use super::copy::OnDone;
 use super::Node;
 use crate::cluster::protocol::pb;
 use crate::cluster::protocol::pb::envelope::Body;
@@ -58,6 +62,38 @@ pub(super) fn handle(
         Some(Body::Poll(_)) if id != 0 => {
             vec![ack(id), message(Body::Load(node.load())), done(id, Ok(()))]
         }
+        Some(Body::CopyStart(start)) if id != 0 => {
+            let answers = answers.clone();
+            let finished: OnDone = Box::new(move |result, progress| {
+                // The last progress first: a checksum failure is told there.
+                let _ = answers.send(message(Body::CopyProgress(progress)));
+                let _ = answers.send(done(id, result.map_err(|e| e.to_string())));
+            });
+            let mut now = vec![ack(id)];
+            if let Err(e) = node.copies.start(start, finished) {
+                now.push(done(id, Err(e)));
+            }
+            now
+        }
+        Some(Body::CopyRate(rate)) if id != 0 => {
+            vec![
+                ack(id),
+                done(id, node.copies.set_rate(rate.copy_id, rate.rate_bps)),
+            ]
+        }
+        Some(Body::CopyCancel(cancel)) if id != 0 => match node.copies.cancel(cancel.copy_id) {
+            // Done once the copy has stopped (its own Done says "cancelled").
+            Some(mut stopped) => {
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let _ = stopped.wait_for(|&stopped| stopped).await;
+                    let _ = answers.send(done(id, Ok(())));
+                });
+                vec![ack(id)]
+            }
+            // Already over: nothing to stop.
+            None => vec![ack(id), done(id, Ok(()))],
+        },
         other => {
             debug!(
                 request_id = id,
@@ -134,9 +170,9 @@ fn kind(body: Option<&Body>) -> &'static str {
         Some(Body::Ack(_)) => "Ack",
         Some(Body::Done(_)) => "Done",
         Some(Body::Refused(_)) => "Refused",
-        Some(Body::CopyStart(_)) => "CopyStart",
-        Some(Body::CopyRate(_)) => "CopyRate",
-        Some(Body::CopyCancel(_)) => "CopyCancel",
+        Some(Body::CopyStart(_)) => "CopyStart without a request id",
+        Some(Body::CopyRate(_)) => "CopyRate without a request id",
+        Some(Body::CopyCancel(_)) => "CopyCancel without a request id",
         Some(Body::CopyProgress(_)) => "CopyProgress",
     }
 }

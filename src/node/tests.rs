@@ -210,6 +210,7 @@ async fn the_agent_registers_reports_and_answers_its_master() {
         cluster,
         rtsp_url.into(),
         3,
+        None,
         Arc::clone(&status),
     ));
 
@@ -225,6 +226,8 @@ async fn the_agent_registers_reports_and_answers_its_master() {
             rtsp_url: rtsp_url.into(),
             max_sessions: 3,
             max_egress_bps: 1_000_000_000,
+            // No peer server: it serves no copies, but takes them.
+            max_copy_ingress_bps: 100_000_000,
             ..Default::default()
         }
     );

@@ -1,0 +1,244 @@
+//! Where the copies of one key write: one store writer for all of them,
+//! taken in npt order. The copy whose span starts first writes as its
+//! records are verified; the others keep theirs (in memory, up to a bound,
+//! then they stop fetching) until every copy of an earlier span has
+//! ended. The writer opens as soon as the title's description is known and
+//! stays open while any copy of the key runs, so players following it wait
+//! for more rather than end between two spans.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use streamcache_cache::{Metadata, Npt, NptSpan, PresentationState, Store, Writer};
+use streamcache_types::HELD_SLACK;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::parse::Received;
+use crate::catalog::CopyingKeys;
+
+/// A recording reaching this close to the title's end holds all of it (the
+/// hub's recorder seals `complete` by the same rule).
+const END_SLACK: Npt = Npt::from_secs(1);
+
+/// The sinks of the keys being copied.
+#[derive(Clone)]
+pub struct Sinks {
+    store: Store,
+    copying: CopyingKeys,
+    keys: Arc<Mutex<HashMap<String, Arc<Sink>>>>,
+}
+
+/// One key's writer and the copies queued for it.
+pub struct Sink {
+    key: String,
+    store: Store,
+    copying: CopyingKeys,
+    state: Mutex<State>,
+    turn: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Copies not ended, by (span start, copy id): the first one writes.
+    queue: BTreeSet<(u64, u64)>,
+    writer: Option<Writer>,
+    /// npt of the last record written through `writer`.
+    last_ns: Option<u64>,
+}
+
+/// A copy's place in its key's queue; leaving it (drop) lets the next
+/// copy write, and the last one closes the writer.
+pub struct Place {
+    sinks: Sinks,
+    sink: Arc<Sink>,
+    slot: (u64, u64),
+}
+
+impl Sinks {
+    pub fn new(store: Store, copying: CopyingKeys) -> Sinks {
+        Sinks {
+            store,
+            copying,
+            keys: Arc::default(),
+        }
+    }
+
+    /// Queues copy `id` of `key`'s span starting at `start_ns`.
+    pub fn join(&self, key: &str, id: u64, start_ns: u64) -> Place {
+        let sink = Arc::clone(lock(&self.keys).entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(Sink {
+                key: key.to_owned(),
+                store: self.store.clone(),
+                copying: self.copying.clone(),
+                state: Mutex::default(),
+                turn: Notify::new(),
+            })
+        }));
+        let slot = (start_ns, id);
+        lock(&sink.state).queue.insert(slot);
+        Place {
+            sinks: self.clone(),
+            sink,
+            slot,
+        }
+    }
+}
+
+impl Place {
+    /// Whether every copy of an earlier span has ended.
+    pub fn is_turn(&self) -> bool {
+        lock(&self.sink.state).queue.first() == Some(&self.slot)
+    }
+
+    /// Waits for this copy's turn.
+    pub async fn turn(&self) {
+        loop {
+            let notified = self.sink.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_turn() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Writes `records` (verified, in order; this copy's turn). The first
+    /// record of a new recording run is flagged as a discontinuity, as a
+    /// fill's is, unless the run starts the title. `meta` opens the
+    /// writer. Returns the npt of the last record written.
+    pub fn write(
+        &self,
+        meta: &Metadata,
+        records: impl IntoIterator<Item = Received>,
+    ) -> Result<Option<u64>, String> {
+        let sink = &self.sink;
+        let mut state = lock(&sink.state);
+        let mut written = None;
+        for mut record in records {
+            let npt = record.media_time.as_ns();
+            let continues = state
+                .last_ns
+                .is_some_and(|last| npt <= last.saturating_add(HELD_SLACK.as_ns()));
+            if state.writer.is_some() && !continues && state.last_ns.is_some() {
+                // A gap (an earlier span failed): a run holds no gap.
+                sink.close(&mut state);
+            }
+            sink.open(&mut state, meta)?;
+            let title_start = meta.range.map_or(0, |r| r.start.as_ns());
+            if state.last_ns.is_none() && npt > title_start.saturating_add(HELD_SLACK.as_ns()) {
+                record.flags.discontinuity = true;
+            }
+            let Some(writer) = state.writer.as_mut() else {
+                break;
+            };
+            writer
+                .append(&record.as_input())
+                .map_err(|e| format!("cannot store the copy: {e}"))?;
+            state.last_ns = Some(state.last_ns.map_or(npt, |last| last.max(npt)));
+            written = Some(npt);
+        }
+        Ok(written)
+    }
+}
+
+impl Place {
+    /// Opens the key's writer now if it is not open (with the title's
+    /// description, before any record): players and the master's Prepare
+    /// find the title in the store from here on.
+    pub fn open(&self, meta: &Metadata) -> Result<(), String> {
+        self.sink.open(&mut lock(&self.sink.state), meta)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let sink = &self.sink;
+        let mut state = lock(&sink.state);
+        state.queue.remove(&self.slot);
+        if state.queue.is_empty() {
+            sink.close(&mut state);
+            let mut keys = lock(&self.sinks.keys);
+            if keys.get(&sink.key).is_some_and(|s| Arc::ptr_eq(s, sink)) {
+                keys.remove(&sink.key);
+            }
+        }
+        drop(state);
+        sink.turn.notify_waiters();
+    }
+}
+
+impl Sink {
+    fn open(&self, state: &mut State, meta: &Metadata) -> Result<(), String> {
+        if state.writer.is_none() {
+            let writer = self
+                .store
+                .open_writer(&self.key, meta.clone())
+                .map_err(|e| format!("cannot store the copy: {e}"))?;
+            state.writer = Some(writer);
+            self.copying.touch();
+        }
+        Ok(())
+    }
+
+    /// Closes the writer (if open): `complete` when the title is held from
+    /// its start to its end, as the hub's recorder decides.
+    fn close(&self, state: &mut State) {
+        let Some(writer) = state.writer.take() else {
+            return;
+        };
+        state.last_ns = None;
+        let held = self.store.metadata(&self.key).ok().flatten();
+        let complete = held.is_some_and(|meta| match meta.range {
+            Some(range) => range.end.is_some_and(|end| {
+                NptSpan::held_to(&meta.spans, range.start).saturating_add(END_SLACK) >= end
+            }),
+            None => false,
+        });
+        let finished = if complete {
+            PresentationState::Complete
+        } else {
+            PresentationState::Partial
+        };
+        match writer.finish(finished) {
+            Ok(()) => info!(key = %self.key, state = ?finished, "copy stored"),
+            Err(e) => warn!(key = %self.key, error = %e, "cannot seal the copy"),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_of_one_key_write_in_span_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = streamcache_cache::StoreConfig {
+            budget_bytes: 1 << 30,
+            segment_max_bytes: 128 * 1024,
+            segment_max_duration_ns: 0,
+        };
+        let (store, _) = Store::open(dir.path(), cfg).expect("store");
+        let sinks = Sinks::new(store, CopyingKeys::default());
+        // Joined out of order: the later span first.
+        let later = sinks.join("k", 2, 10_000_000_000);
+        let earlier = sinks.join("k", 1, 0);
+        assert!(earlier.is_turn());
+        assert!(!later.is_turn());
+        let waiting = tokio::spawn(async move {
+            later.turn().await;
+            later
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(earlier);
+        let later = waiting.await.expect("turn");
+        assert!(later.is_turn());
+    }
+}
