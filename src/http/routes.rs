@@ -237,6 +237,14 @@ async fn serve(
         }
         Resource::Playlist => {
             if let Target::Mount(resolved) = &target {
+                // A live title already followed answers at once (and its
+                // refreshes, every couple of seconds, are no cache lookups).
+                if let Some(channel) = viewer.live.get(&key) {
+                    return Ok(no_store(body::bytes(
+                        channel.playlist().await?.into(),
+                        M3U8,
+                    )));
+                }
                 if !cached(viewer, resolved).await {
                     let channel = viewer.live.join(&viewer.server.catalog, resolved).await?;
                     let Some(channel) = channel else {
