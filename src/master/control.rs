@@ -271,7 +271,12 @@ async fn read_node(
                     break "replaced by a newer connection of the same node".to_owned();
                 }
                 for message in batch.messages {
-                    apply(&state, &node, message);
+                    match message.body {
+                        Some(pb::envelope::Body::Inventory(inventory)) => {
+                            replace_inventory(&state, &node, inventory).await
+                        }
+                        _ => apply(&state, &node, message),
+                    }
                 }
             }
             Ok(None) => break "closed by the node".to_owned(),
@@ -280,6 +285,34 @@ async fn read_node(
     };
     if state.disconnect(&node, epoch) {
         info!(%node, reason = %why, "node control stream ended");
+    }
+}
+
+/// Titles a node holds, as content-map changes.
+fn holds(titles: Vec<pb::Title>) -> Vec<Delta> {
+    titles
+        .into_iter()
+        .map(|t| {
+            let held = held_of(&t);
+            Delta::Holds { key: t.key, held }
+        })
+        .collect()
+}
+
+/// Titles applied under one hold of the state's lock: a node's full
+/// inventory (10,000s of titles when a node reconnects) goes in by chunks,
+/// so that placements wait for at most one chunk, never for the whole of it.
+const INVENTORY_CHUNK: usize = 512;
+
+/// A node's full inventory replaces what it was known to hold.
+async fn replace_inventory(state: &MasterState, node: &str, inventory: pb::Inventory) {
+    state.forget_inventory(node);
+    let mut titles = inventory.titles;
+    while !titles.is_empty() {
+        let rest = titles.split_off(titles.len().min(INVENTORY_CHUNK));
+        state.delta(node, holds(titles));
+        titles = rest;
+        tokio::task::yield_now().await;
     }
 }
 
@@ -293,17 +326,11 @@ fn apply(state: &MasterState, node: &str, message: pb::Envelope) {
             copies::send_rates(state, state.copy_rates_after_report(node));
         }
         Some(Body::CopyProgress(progress)) => state.copy_progress(node, &progress),
+        // The first batch's inventory (later ones are applied in chunks
+        // by `read_node`).
         Some(Body::Inventory(inventory)) => {
-            // Converted before the state's lock is taken.
-            let titles = inventory
-                .titles
-                .into_iter()
-                .map(|t| {
-                    let held = held_of(&t);
-                    (t.key, held)
-                })
-                .collect();
-            state.inventory(node, titles);
+            state.forget_inventory(node);
+            state.delta(node, holds(inventory.titles));
         }
         Some(Body::Delta(delta)) => {
             let holds = delta.holds.iter().map(|t| Delta::Holds {

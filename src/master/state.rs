@@ -217,6 +217,11 @@ impl MasterState {
         self.lock().content.replace_inventory(node, titles);
     }
 
+    /// Forgets what a node was known to hold (its full inventory follows).
+    pub fn forget_inventory(&self, node: &str) {
+        self.lock().content.forget_node(node);
+    }
+
     pub fn delta(&self, node: &str, deltas: Vec<Delta>) {
         let mut inner = self.lock();
         for delta in deltas {
