@@ -15,6 +15,7 @@ mod mounts;
 mod presentations;
 mod routes;
 mod sessions;
+mod status;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -83,12 +84,10 @@ pub async fn run(
     token: Option<String>,
     reloader: Option<Arc<Reloader>>,
     cluster: Option<Arc<node::Status>>,
+    viewer: Option<SocketAddr>,
 ) {
-    serve(
-        listener,
-        Arc::new(Admin::new(server, token, reloader, cluster)),
-    )
-    .await;
+    let admin = Admin::new(server, token, reloader, cluster).with_viewer(viewer);
+    serve(listener, Arc::new(admin)).await;
 }
 
 /// Serves an admin API (with the listener's connection limits and
