@@ -33,7 +33,9 @@ pub enum CacheAction {
         force: bool,
     },
     /// Write a cached title (or a part of it) as an MP4 (moov first) or an
-    /// MPEG-TS file, without re-encoding; works while the daemon runs.
+    /// MPEG-TS file, without re-encoding; works while the daemon runs. OUT
+    /// is written under a temporary name beside it and renamed once
+    /// complete: a failed export leaves no partial file.
     Export(super::export::ExportArgs),
 }
 

@@ -7,7 +7,7 @@
 //! table, never the media.
 
 use std::io::{BufWriter, IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -37,7 +37,10 @@ pub enum Format {
 pub struct ExportArgs {
     /// The title: its key or its id (as `cache ls` shows).
     pub key: String,
-    /// The file to write.
+    /// The file to write. It is written under a temporary name in the same
+    /// directory (`.NAME.PID.tmp`) and renamed to OUT only once complete:
+    /// a failed export leaves no partial file, and an existing OUT stays as
+    /// it was until then (a killed export may leave the temporary file).
     pub out: PathBuf,
     /// Start at the keyframe at or before this npt (seconds or h:m:s).
     #[arg(long)]
@@ -87,10 +90,9 @@ pub fn run(config: &Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
         .iter_mut()
         .for_each(|h| h.track = index[h.track].unwrap_or(h.track));
 
-    // Pass 2: write.
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let out = BufWriter::new(file);
+    // Pass 2: write, under a temporary name until complete.
+    let (staged, file) = Staged::create(&args.out)?;
+    let mut out = BufWriter::new(file);
     let bar = progress(want, "writing");
     let renumber = |f: &Frame| index[f.track].map(|track| Frame { track, ..f.clone() });
     match args.format {
@@ -106,12 +108,11 @@ pub fn run(config: &Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
             if let Some(e) = failed {
                 return Err(e).context("the title changed between the two passes");
             }
-            writer.finish()?;
+            out = writer.finish()?;
         }
         Format::Ts => {
             let mut mux = TsMuxer::new(&codecs).context("cannot mux")?;
             let mut buf = Vec::new();
-            let mut out = out;
             let mut failed: Option<anyhow::Error> = None;
             pass(&reader, &specs, &cut, &bar, |f| {
                 if let (Some(f), None) = (renumber(f), &failed) {
@@ -128,17 +129,80 @@ pub fn run(config: &Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
             }
             mux.finish(&mut buf)?;
             out.write_all(&buf)?;
-            out.flush()?;
         }
     }
+    // Flushed here, not on drop (which would swallow a write error).
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", staged.tmp.display()))?;
+    staged.commit()?;
     bar.finish_and_clear();
     println!("exported {key} to {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
+/// OUT while it is being written: `.NAME.PID.tmp` beside it (the same
+/// file system, so the rename is atomic), removed on drop unless committed.
+/// Not synced to disk before the rename: like `cp`, the export leaves that
+/// to the file system.
+struct Staged {
+    tmp: PathBuf,
+    out: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    fn create(out: &Path) -> anyhow::Result<(Staged, std::fs::File)> {
+        let name = out
+            .file_name()
+            .with_context(|| format!("cannot write {}: it names no file", out.display()))?;
+        let dir = match out.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let staged = Staged {
+            tmp,
+            out: out.to_owned(),
+            committed: false,
+        };
+        Ok((staged, file))
+    }
+
+    /// Renames the complete file to OUT.
+    fn commit(mut self) -> anyhow::Result<()> {
+        std::fs::rename(&self.tmp, &self.out).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.tmp.display(),
+                self.out.display()
+            )
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Where the export starts and ends: the options, else the title's range,
 /// else what is held.
-fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
+pub(crate) fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
     let held_end = meta.spans.iter().map(|s| s.end).max().unwrap_or(Npt::ZERO);
     NptSpan {
         start: from.or(meta.range.map(|r| r.start)).unwrap_or(Npt::ZERO),
@@ -147,7 +211,7 @@ fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
 }
 
 /// One held span must cover what is asked for.
-fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
+pub(crate) fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
     let covers = |s: &NptSpan| {
         s.start <= want.start.saturating_add(HELD_SLACK)
             && s.end.saturating_add(HELD_SLACK) >= want.end
@@ -173,7 +237,7 @@ fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
 
 /// Each stored track's spec: track `i` is the SDP's section `i`, as the
 /// origin client numbered them when it recorded.
-fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
+pub(crate) fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
     let specs = TrackSpec::from_sdp(&meta.sdp).context("its stored SDP gives no tracks")?;
     if specs.len() != meta.tracks.len() {
         anyhow::bail!(
@@ -186,14 +250,14 @@ fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
 }
 
 /// Where a pass starts (the keyframe at or before `from`) and ends.
-struct Cut {
-    from: Option<Npt>,
-    to: Npt,
+pub(crate) struct Cut {
+    pub from: Option<Npt>,
+    pub to: Npt,
 }
 
 /// Depacketizes the title in play order from the cut's start to its end,
 /// handing each frame to `sink`; gives back the codecs learnt.
-fn pass(
+pub(crate) fn pass(
     reader: &Reader,
     specs: &[TrackSpec],
     cut: &Cut,
@@ -243,7 +307,7 @@ fn pass(
 }
 
 /// The codecs of the tracks that have one, and each track's new index.
-fn known(
+pub(crate) fn known(
     codecs: Vec<Option<Codec>>,
     specs: &[TrackSpec],
 ) -> anyhow::Result<(Vec<Codec>, Vec<Option<usize>>)> {
@@ -285,6 +349,47 @@ mod tests {
             start: Npt::from_secs(start),
             end: Npt::from_secs(end),
         }
+    }
+
+    #[test]
+    fn out_appears_only_when_committed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("title.mp4");
+        let listing = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("read dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+
+        // A failure (the staged file dropped): nothing left, an existing
+        // OUT untouched.
+        std::fs::write(&out, b"old").expect("old OUT");
+        let (staged, mut file) = Staged::create(&out).expect("create");
+        file.write_all(b"partial").expect("write");
+        assert_eq!(
+            listing(),
+            [
+                format!(".title.mp4.{}.tmp", std::process::id()),
+                "title.mp4".into()
+            ]
+        );
+        drop((staged, file));
+        assert_eq!(listing(), ["title.mp4"]);
+        assert_eq!(std::fs::read(&out).expect("OUT"), b"old");
+
+        // Success: renamed into place.
+        let (staged, mut file) = Staged::create(&out).expect("create");
+        file.write_all(b"new").expect("write");
+        drop(file);
+        staged.commit().expect("commit");
+        assert_eq!(listing(), ["title.mp4"]);
+        assert_eq!(std::fs::read(&out).expect("OUT"), b"new");
+
+        // A path that names no file is refused before anything is written.
+        assert!(Staged::create(Path::new("/")).is_err());
     }
 
     #[test]

@@ -6,8 +6,9 @@ GStreamer's RTSP server (gst-rtsp-server 1.22 through python3-gi) serving:
   /live  a shared live source: videotestsrc + timeoverlay -> x264 (~2 Mbit/s,
          keyframe every 25 frames = 1 s) and audiotestsrc -> AAC. One pipeline
          for every client, like a camera.
-  /vod   the --media file (Matroska, H.264 + AAC) on demand: one pipeline per
-         client, seekable with Range.
+  /vod   the --media file (Matroska, H.264 + AAC; H.265 + AAC with
+         --video-codec h265) on demand: one pipeline per client, seekable
+         with Range.
 
 Run with /usr/bin/python3 (it imports gi). Prints `READY port=N` once it
 listens (N is the bound port, so `--port 0` works) and then one flushed line
@@ -97,13 +98,19 @@ def live_launch(audio_encoder):
     )
 
 
-def vod_launch(media):
+def vod_launch(media, video_codec="h264"):
     # No re-encoding: the payloaders carry the file's own access units, so a
-    # pull decodes frame-identically to the file (TESTING.md).
+    # pull decodes frame-identically to the file (TESTING.md). H.265 goes out
+    # as RFC 7798 (rtph265pay: single NAL units, aggregation and
+    # fragmentation units), its VPS/SPS/PPS in the SDP and before every IDR;
+    # aggregate-mode=zero-latency bundles those parameter sets (and small
+    # slices) into aggregation packets, so a pull sees all three packet
+    # kinds. H.264 keeps rtph264pay's defaults (single NAL units and FU-A).
+    aggregate = " aggregate-mode=zero-latency" if video_codec == "h265" else ""
     return (
         f"( filesrc location={launch_quote(media)} ! matroskademux name=demux "
-        "demux.video_0 ! queue ! h264parse "
-        "! rtph264pay name=pay0 pt=96 config-interval=-1 "
+        f"demux.video_0 ! queue ! {video_codec}parse "
+        f"! rtp{video_codec}pay name=pay0 pt=96 config-interval=-1{aggregate} "
         "demux.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97 )"
     )
 
@@ -143,7 +150,7 @@ class Origin:
         factories = [live]
         if args.media:
             vod = GstRtspServer.RTSPMediaFactory()
-            vod.set_launch(vod_launch(args.media))
+            vod.set_launch(vod_launch(args.media, args.video_codec))
             vod.set_shared(False)
             vod.set_protocols(protocols)
             mounts.add_factory("/vod", vod)
@@ -151,7 +158,7 @@ class Origin:
             # More titles of the same file, each a URL (a cache key) of its own.
             for name in filter(None, (args.titles or "").split(",")):
                 title = GstRtspServer.RTSPMediaFactory()
-                title.set_launch(vod_launch(args.media))
+                title.set_launch(vod_launch(args.media, args.video_codec))
                 title.set_shared(False)
                 title.set_protocols(protocols)
                 mounts.add_factory("/vod/" + name, title)
@@ -331,7 +338,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--port", type=int, required=True, help="RTSP port (0: any free one)")
     parser.add_argument("--address", default="127.0.0.1", help="listen address")
-    parser.add_argument("--media", help="MKV file (H.264 + AAC) served at /vod")
+    parser.add_argument("--media", help="MKV file (H.264 or H.265, + AAC) served at /vod")
+    parser.add_argument(
+        "--video-codec",
+        choices=("h264", "h265"),
+        default="h264",
+        help="the --media file's video codec (default h264)",
+    )
     parser.add_argument(
         "--titles",
         help="comma-separated NAMEs: the --media file also at /vod/NAME (distinct titles)",

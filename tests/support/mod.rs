@@ -77,17 +77,32 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// `scripts/make-test-media`), made once per duration and shared by every
 /// test under the target directory.
 pub fn test_media(secs: u32) -> PathBuf {
+    test_media_of(secs, "h264")
+}
+
+/// As [`test_media`], with H.265 video (libx265, same size, rate and GOP):
+/// serve it with `OriginOpts::video_codec("h265")`.
+pub fn test_media_h265(secs: u32) -> PathBuf {
+    test_media_of(secs, "h265")
+}
+
+fn test_media_of(secs: u32, codec: &str) -> PathBuf {
     static MAKING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-media");
-    let path = dir.join(format!("testsrc2-{secs}s.mkv"));
+    let name = match codec {
+        "h264" => format!("testsrc2-{secs}s.mkv"),
+        _ => format!("testsrc2-{codec}-{secs}s.mkv"),
+    };
+    let path = dir.join(name);
     if !path.exists() {
         // The script writes a temporary file and renames it: a file under
         // the final name is always complete, even across test binaries.
         let out = run_bounded(
             Command::new(repo_root().join("scripts/make-test-media"))
                 .arg(&path)
-                .arg(secs.to_string()),
+                .arg(secs.to_string())
+                .arg(codec),
             PLAYER_LIMIT,
         );
         assert!(out.success(), "make-test-media failed: {out:?}");

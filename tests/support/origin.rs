@@ -37,6 +37,9 @@ pub struct OriginOpts {
     /// The media also at `/vod/NAME` for each name (`--titles`): distinct
     /// titles (cache keys) of one file.
     pub titles: Vec<String>,
+    /// The media's video codec, `"h264"` (the default) or `"h265"`
+    /// (`--video-codec`): which parser and RTP payloader serve it.
+    pub video_codec: Option<String>,
 }
 
 impl OriginOpts {
@@ -67,6 +70,12 @@ impl OriginOpts {
     /// Serve the media also at `/vod/NAME` for each of `names`.
     pub fn titles(mut self, names: &[&str]) -> Self {
         self.titles = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// The media's video codec: `"h264"` (the default) or `"h265"`.
+    pub fn video_codec(mut self, codec: &str) -> Self {
+        self.video_codec = Some(codec.into());
         self
     }
 
@@ -131,6 +140,9 @@ impl Origin {
         }
         if let Some(value) = &opts.last_modified {
             cmd.args(["--last-modified", value]);
+        }
+        if let Some(codec) = &opts.video_codec {
+            cmd.args(["--video-codec", codec]);
         }
         if !opts.titles.is_empty() {
             cmd.args(["--titles", &opts.titles.join(",")]);
