@@ -7,7 +7,8 @@
 //!   against the source, and the rest comes from the third node.
 //! - The source killed (`kill -9`) mid-copy: the copy resumes from the
 //!   third node where it stopped; a player during it and one after decode
-//!   as a direct pull, and the destination's store verifies.
+//!   as a direct pull, and the destination's store verifies. (Killed when
+//!   the copy has stopped mid-GOP, frames are lost: an ignored test.)
 //!
 //! In both, the title is complete on A and C (a segment every 2 s), both
 //! at their session cap, so that the master sends its player to B and B
@@ -155,14 +156,33 @@ fn bytes_flipped_on_the_source_are_refused_and_refetched_from_the_third_node() {
 /// Links capped at 400 kbit/s (a little under the title's bit rate), so
 /// that B's copy of A's half takes seconds. A player starts via the master
 /// (on B) as the copy does; once B has stored part of A's half
-/// (`held_to_secs` > 0), A is killed with `kill -9`. B's copy from A fails
-/// (the source unreachable, after its retries) and the master resumes it
-/// from C at the npt where it stopped; the title completes on B. The
-/// player during all of it, and one after, decode frame for frame as a
-/// direct pull; B's store verifies (nothing torn); the origin sees
-/// nothing.
+/// (`held_to_secs` > 0: its first segment, read whole, verified and
+/// stored), A is killed with `kill -9`. The master calls A down and has
+/// B's copy from A cancelled (within a second or so); it resumes it from
+/// C at the npt where it stopped; the title completes on B. The player
+/// during all of it, and one after, decode frame for frame as a direct
+/// pull; B's store verifies (nothing torn); the origin sees nothing.
 #[test]
 fn a_source_killed_mid_copy_is_replaced_by_the_third_node_where_it_stopped() {
+    killed_mid_copy(0.0);
+}
+
+/// As above, A killed once B holds more than 4.1 s of A's half
+/// [0, 5.0025): A's last segment of it is read up to a limit, so its
+/// records are stored as they arrive, and B stops mid-GOP (e.g. at 4.522
+/// s). The copy resumed from C for [4.522, 5.0025) takes records from the
+/// first keyframe at or after 4.522 — 5.021, past its end — so nothing:
+/// the player loses the frames from 4.52 to 5.02 s (238 of 250 seen). Not
+/// fixed yet: a copy should store only whole GOPs until its span ends (or
+/// report the next keyframe's npt as where to resume).
+#[test]
+#[ignore = "known bug: a copy stopped mid-GOP is resumed from the next keyframe, losing the rest of the GOP"]
+fn a_source_killed_mid_gop_is_resumed_without_losing_frames() {
+    killed_mid_copy(4.1);
+}
+
+/// The kill -9 scenario, A killed once B holds more than `after` s of it.
+fn killed_mid_copy(after: f64) {
     let (origin, reference, mut cluster) = setup("kill", "copy_link_bps = 400000\n");
     let (path, k) = (title("kill"), key(&origin, "kill"));
     // C stays full (its session held): A killed, B is the one with room.
@@ -180,7 +200,7 @@ fn a_source_killed_mid_copy_is_replaced_by_the_third_node_where_it_stopped() {
             .into_iter()
             .find(|c| c["source"] == "node-1")
             .unwrap_or_default();
-        from_a["held_to_secs"].as_f64().is_some_and(|h| h > 0.0)
+        from_a["held_to_secs"].as_f64().is_some_and(|h| h > after)
     });
     assert!(
         midway,
@@ -189,7 +209,7 @@ fn a_source_killed_mid_copy_is_replaced_by_the_third_node_where_it_stopped() {
     );
     let to = from_a["to_secs"].as_f64().unwrap();
     assert!(
-        from_a["held_to_secs"].as_f64().unwrap() < to - 1.0,
+        from_a["held_to_secs"].as_f64().unwrap() < to - 0.4,
         "too late to kill A mid-copy: {from_a:#}"
     );
     cluster.nodes[0].kill9();
