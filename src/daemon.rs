@@ -18,7 +18,7 @@ use crate::hub::HubSettings;
 use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
 use crate::sample::SampleOrigin;
-use crate::{admin, descriptors, node, notify, reload, serve};
+use crate::{admin, descriptors, http, node, notify, reload, serve};
 
 /// Opens the configured store. The daemon opens it for writing (and holds
 /// its lock); the `cache` inspection commands open it read-only, which is
@@ -142,6 +142,14 @@ async fn run_server(
         .as_ref()
         .map(|l| l.local_addr().context("admin listener has no address"))
         .transpose()?;
+    let http_listener = match config.http.listen_addr() {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    let http_local = http_listener
+        .as_ref()
+        .map(|l| l.local_addr().context("HTTP listener has no address"))
+        .transpose()?;
     let limits = Limits {
         max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
         max_headers: config.rtsp.max_headers,
@@ -205,6 +213,10 @@ async fn run_server(
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
     Arc::clone(&reloader).watch_sighup();
+    if let Some(http_listener) = http_listener {
+        let viewer = http::Viewer::new(Arc::clone(&server), config.http.segment_cache.0);
+        tokio::spawn(http::run(http_listener, viewer));
+    }
     if let Some(admin_listener) = admin_listener {
         tokio::spawn(admin::run(
             admin_listener,
@@ -212,6 +224,7 @@ async fn run_server(
             config.admin.token.clone(),
             Some(reloader),
             cluster,
+            http_local,
         ));
     }
     // Every listener is bound (connections wait in the backlog until the
@@ -219,12 +232,14 @@ async fn run_server(
     // "127.0.0.1:0"` it is where the ports the OS chose are told.
     let admin_shown = admin_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let peer_shown = peer_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    info!(rtsp = %local, admin = %admin_shown, peer = %peer_shown, "listening");
+    let http_shown = http_local.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    info!(rtsp = %local, admin = %admin_shown, peer = %peer_shown, http = %http_shown, "listening");
     if let Some(ready_file) = ready_file {
         let addresses = serde_json::json!({
             "rtsp": local.to_string(),
             "admin": admin_local.map(|a| a.to_string()),
             "peer": peer_local.map(|a| a.to_string()),
+            "http": http_local.map(|a| a.to_string()),
         });
         write_ready_file(ready_file, &addresses)?;
     }

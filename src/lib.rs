@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod descriptors;
 pub mod freshness;
 pub mod hash_password;
+pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod master;

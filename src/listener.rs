@@ -8,7 +8,10 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tracing::warn;
 
 /// Connections waiting to be accepted.
 pub const BACKLOG: u32 = 1024;
@@ -25,6 +28,21 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog(somaxconn()))
+}
+
+/// The next connection of `listener` (`what` names it in the log). An
+/// accept error (out of file descriptors and the like) is logged and
+/// retried 100 ms later: the server keeps serving whoever is connected.
+pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// The backlog to ask for, given the kernel's `somaxconn` if known.

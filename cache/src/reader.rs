@@ -52,6 +52,27 @@ impl Reader {
         &self.meta
     }
 
+    /// The media times of the indexed random-access records, in play
+    /// order: where a [`Cursor::seek`] can land. Every video keyframe is
+    /// indexed (see FORMAT.md, "Sparse index"), so this is how a server
+    /// cuts a title into segments without reading it.
+    pub fn random_access_points(&self) -> Vec<Npt> {
+        let state = self.pin.pres.lock();
+        let view = state.view();
+        let mut points = Vec::new();
+        for segment in state.segments().filter(|s| state.visible(s, view)) {
+            let limit = state.read_limit(segment, view);
+            let index = segment.index.read().unwrap_or_else(|p| p.into_inner());
+            points.extend(
+                index
+                    .iter()
+                    .filter(|e| e.offset < limit)
+                    .map(|e| Npt::from_ns(e.media_time_ns)),
+            );
+        }
+        points
+    }
+
     /// A cursor at the start of the presentation.
     pub fn cursor(&self) -> Cursor {
         Cursor {

@@ -115,6 +115,21 @@ impl Media {
     }
 }
 
+/// Encoding names of the common static payload types (RFC 3551): what an
+/// `m=` line without an `a=rtpmap` for its payload type means; "" for the
+/// others.
+pub fn static_encoding(pt: u8) -> &'static str {
+    match pt {
+        0 => "PCMU",
+        8 => "PCMA",
+        14 => "MPA",
+        26 => "JPEG",
+        32 => "MPV",
+        33 => "MP2T",
+        _ => "",
+    }
+}
+
 /// A parsed session description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sdp {

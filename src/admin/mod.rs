@@ -15,6 +15,7 @@ mod mounts;
 mod presentations;
 mod routes;
 mod sessions;
+mod status;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,7 +32,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::node;
 use crate::reload::Reloader;
@@ -83,12 +84,10 @@ pub async fn run(
     token: Option<String>,
     reloader: Option<Arc<Reloader>>,
     cluster: Option<Arc<node::Status>>,
+    viewer: Option<SocketAddr>,
 ) {
-    serve(
-        listener,
-        Arc::new(Admin::new(server, token, reloader, cluster)),
-    )
-    .await;
+    let admin = Admin::new(server, token, reloader, cluster).with_viewer(viewer);
+    serve(listener, Arc::new(admin)).await;
 }
 
 /// Serves an admin API (with the listener's connection limits and
@@ -100,14 +99,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, admin: Arc<H>) {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listener::accept(&listener, "admin").await;
         let Some(address_slot) = per_address.try_take(peer.ip(), MAX_CONNECTIONS_PER_ADDRESS)
         else {
             debug!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "admin connection closed: too many from this address");

@@ -1,5 +1,6 @@
 //! Admin API routes: request in, JSON (or Prometheus text) out.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,7 +12,7 @@ use streamcache_rtsp::auth::ct_eq;
 
 use super::mounts;
 use super::presentations::{self, Selector};
-use super::{sessions, Body};
+use super::{sessions, status, Body};
 use crate::node;
 use crate::reload::Reloader;
 use crate::serve::Server;
@@ -26,6 +27,9 @@ pub struct Admin {
     reloader: Option<Arc<Reloader>>,
     /// The node's side of the cluster, when it is a node.
     cluster: Option<Arc<node::Status>>,
+    /// The HTTP listener for viewers, if it runs (the status page plays
+    /// titles from it).
+    viewer: Option<SocketAddr>,
 }
 
 impl Admin {
@@ -40,11 +44,20 @@ impl Admin {
             token,
             reloader,
             cluster,
+            viewer: None,
         }
+    }
+
+    pub fn with_viewer(mut self, viewer: Option<SocketAddr>) -> Admin {
+        self.viewer = viewer;
+        self
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let (parts, body) = request.into_parts();
+        if let Some(page) = status::page(&parts.method, parts.uri.path(), &parts.headers) {
+            return page;
+        }
         if !self.authorized(parts.headers.get(AUTHORIZATION)) {
             return unauthorized();
         }
@@ -107,6 +120,7 @@ impl Admin {
             },
             Route::Sessions => sessions::list(&self.server),
             Route::Mounts => mounts::list(&self.server),
+            Route::Status => status::status(&self.server, self.viewer, self.cluster.as_deref()),
             Route::Reload => self.reload(),
             Route::Cluster => match &self.cluster {
                 Some(status) => json_response(
@@ -203,6 +217,7 @@ enum Route<'a> {
     Mounts,
     Reload,
     Cluster,
+    Status,
 }
 
 impl<'a> Route<'a> {
@@ -220,6 +235,7 @@ impl<'a> Route<'a> {
             "/api/v1/mounts" => Route::Mounts,
             "/api/v1/reload" => Route::Reload,
             "/api/v1/cluster" => Route::Cluster,
+            "/api/v1/status" => Route::Status,
             _ => {
                 let id = path.strip_prefix("/api/v1/presentations/")?;
                 let url_safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
@@ -240,7 +256,8 @@ impl<'a> Route<'a> {
             | Route::Metrics
             | Route::Sessions
             | Route::Mounts
-            | Route::Cluster => "GET, HEAD",
+            | Route::Cluster
+            | Route::Status => "GET, HEAD",
             Route::Presentations => "GET, HEAD, DELETE",
             Route::Presentation(_) => "DELETE",
             Route::Reload => "POST",
@@ -256,7 +273,16 @@ impl<'a> Route<'a> {
 
 /// What `GET /` lists: method, path, one line each.
 const ENDPOINTS: &[(&str, &str, &str)] = &[
-    ("GET", "/", "this list"),
+    (
+        "GET",
+        "/",
+        "this list; a browser (Accept: text/html) gets the status page",
+    ),
+    (
+        "GET",
+        "/api/v1/status",
+        "for the status page: the HTTP viewer listener, cache use, origin sessions, cluster",
+    ),
     ("GET", "/healthz", "liveness: {\"status\": \"ok\"}"),
     (
         "GET",

@@ -202,7 +202,7 @@ impl Drop for Staged {
 
 /// Where the export starts and ends: the options, else the title's range,
 /// else what is held.
-fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
+pub(crate) fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
     let held_end = meta.spans.iter().map(|s| s.end).max().unwrap_or(Npt::ZERO);
     NptSpan {
         start: from.or(meta.range.map(|r| r.start)).unwrap_or(Npt::ZERO),
@@ -211,7 +211,7 @@ fn wanted(meta: &Metadata, from: Option<Npt>, to: Option<Npt>) -> NptSpan {
 }
 
 /// One held span must cover what is asked for.
-fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
+pub(crate) fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
     let covers = |s: &NptSpan| {
         s.start <= want.start.saturating_add(HELD_SLACK)
             && s.end.saturating_add(HELD_SLACK) >= want.end
@@ -237,7 +237,7 @@ fn check_held(spans: &[NptSpan], want: NptSpan) -> anyhow::Result<()> {
 
 /// Each stored track's spec: track `i` is the SDP's section `i`, as the
 /// origin client numbered them when it recorded.
-fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
+pub(crate) fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
     let specs = TrackSpec::from_sdp(&meta.sdp).context("its stored SDP gives no tracks")?;
     if specs.len() != meta.tracks.len() {
         anyhow::bail!(
@@ -250,14 +250,14 @@ fn track_specs(meta: &Metadata) -> anyhow::Result<Vec<TrackSpec>> {
 }
 
 /// Where a pass starts (the keyframe at or before `from`) and ends.
-struct Cut {
-    from: Option<Npt>,
-    to: Npt,
+pub(crate) struct Cut {
+    pub from: Option<Npt>,
+    pub to: Npt,
 }
 
 /// Depacketizes the title in play order from the cut's start to its end,
 /// handing each frame to `sink`; gives back the codecs learnt.
-fn pass(
+pub(crate) fn pass(
     reader: &Reader,
     specs: &[TrackSpec],
     cut: &Cut,
@@ -307,7 +307,7 @@ fn pass(
 }
 
 /// The codecs of the tracks that have one, and each track's new index.
-fn known(
+pub(crate) fn known(
     codecs: Vec<Option<Codec>>,
     specs: &[TrackSpec],
 ) -> anyhow::Result<(Vec<Codec>, Vec<Option<usize>>)> {

@@ -142,8 +142,9 @@ impl CopyBook {
     /// The copies that would fill `span` of `key` on `destination` (the
     /// whole title: `span.end` = the title's end, or unbounded), best sources
     /// first: nodes holding the span (complete ones first, then most
-    /// egress left), not faulty for copies (unless due for a probe), not
-    /// the destination. Up to [`MAX_SOURCES`] sources share the span, each
+    /// egress left: a source whose copy egress is all given to other
+    /// copies still qualifies, the allocation shares it), not faulty for
+    /// copies (unless due for a probe), not the destination. Up to [`MAX_SOURCES`] sources share the span, each
     /// an equal part of it in npt order. Empty when nobody can give it.
     pub fn plan(
         &self,
@@ -154,7 +155,7 @@ impl CopyBook {
     ) -> Vec<(Candidate, NptSpan)> {
         let mut usable: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| c.node != destination && c.egress_left > 0)
+            .filter(|c| c.node != destination)
             .filter(|c| self.sources.get(&c.node).is_none_or(|f| f.usable(now)))
             .filter(|c| {
                 self.links

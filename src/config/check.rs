@@ -74,6 +74,7 @@ impl Config {
             );
         }
         self.admin.problems(&mut found);
+        self.http.problems(&mut found);
         if let Some(master) = &self.master {
             master.problems(&mut found);
         }

@@ -11,6 +11,7 @@
 
 mod check;
 mod cluster;
+mod http;
 mod read;
 mod secrets;
 mod size;
@@ -27,6 +28,7 @@ use toml::Spanned;
 
 use check::line_of;
 pub use cluster::{ClusterConfig, MasterConfig};
+pub use http::HttpConfig;
 use secrets::{assigns_a_secret, hide_values, line_at};
 pub use size::ByteSize;
 
@@ -75,6 +77,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub origin: OriginConfig,
     pub admin: AdminConfig,
+    /// `[http]`: viewers over HTTP (HLS, MP4).
+    pub http: HttpConfig,
     pub log: LogConfig,
     /// `[sample_origin]`
     pub sample_origin: SampleOriginConfig,

@@ -158,6 +158,9 @@ impl<'t> Reader<'t> {
         if let Some(s) = self.section(root, "admin") {
             read_fields!(self, s, config.admin, [listen, token]);
         }
+        if let Some(s) = self.section(root, "http") {
+            read_fields!(self, s, config.http, [listen, segment_cache]);
+        }
         if let Some(s) = self.section(root, "log") {
             read_fields!(self, s, config.log, [level]);
         }
@@ -226,6 +229,7 @@ impl<'t> Reader<'t> {
                 "cache",
                 "origin",
                 "admin",
+                "http",
                 "log",
                 "sample_origin",
                 "master",

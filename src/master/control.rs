@@ -73,14 +73,7 @@ pub async fn run(
     );
     let routes = tonic::service::Routes::new(intercepted).prepare();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "control accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listener::accept(&listener, "control").await;
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
         let metrics = Arc::clone(&metrics);

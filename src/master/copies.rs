@@ -108,3 +108,18 @@ pub fn send_rates(state: &MasterState, rates: Vec<RateChange>) {
         }
     }
 }
+
+/// Node `node` is down: the copies it was giving are cancelled at their
+/// destinations, and each one's own Done ("cancelled") then resumes the
+/// rest from another source ([`ended`]). Left running, they would wait
+/// for good: a down node has no copy egress, so their rate is 0, which
+/// holds a copy back (before its 30 s without a source can run out).
+pub fn source_down(state: &MasterState, node: &str) {
+    for (id, destination) in state.copies_from(node) {
+        warn!(copy = id, source = node, %destination, "the source of a copy is down: cancelling it, to resume it from another source");
+        let body = pb::envelope::Body::CopyCancel(pb::CopyCancel { copy_id: id });
+        if state.request(&destination, body).is_none() {
+            warn!(copy = id, %destination, "cannot cancel a copy: no control connection");
+        }
+    }
+}

@@ -171,6 +171,7 @@ async fn poll_loop(state: Arc<MasterState>) {
                 };
                 if !answered && state.poll_failed(&node) {
                     warn!(%node, "node down: silent, and its polls went unanswered");
+                    copies::source_down(&state, &node);
                 }
             });
         }

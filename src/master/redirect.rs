@@ -92,14 +92,7 @@ impl Redirector {
 /// Accepts players until the task is dropped.
 pub async fn run(listener: TcpListener, redirector: Arc<Redirector>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listener::accept(&listener, "rtsp").await;
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(Arc::clone(&redirector), stream, peer));
     }

@@ -284,7 +284,7 @@ fn track_from(
     });
     let encoding = match m.rtpmap(payload_type) {
         Some(map) => map.encoding.clone(),
-        None => static_encoding(payload_type).to_owned(),
+        None => streamcache_rtsp::sdp::static_encoding(payload_type).to_owned(),
     };
     Ok(OriginTrack {
         control_url,
@@ -293,17 +293,4 @@ fn track_from(
         media: m.kind.clone(),
         encoding,
     })
-}
-
-/// Encoding names of the common static payload types (RFC 3551).
-fn static_encoding(pt: u8) -> &'static str {
-    match pt {
-        0 => "PCMU",
-        8 => "PCMA",
-        14 => "MPA",
-        26 => "JPEG",
-        32 => "MPV",
-        33 => "MP2T",
-        _ => "",
-    }
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use streamcache_rtsp::framing::Limits;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -126,15 +126,7 @@ impl Server {
             }
         });
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, keep serving.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (stream, peer) = crate::listener::accept(&listener, "rtsp").await;
             let _ = stream.set_nodelay(true);
             let Some(slot) = self
                 .connections

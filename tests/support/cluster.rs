@@ -101,6 +101,11 @@ impl Master {
         self.control_port
     }
 
+    /// The master's admin API port.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
     /// What a node's `[cluster] master` names: `http://127.0.0.1:PORT`.
     pub fn control_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.control_port)
@@ -323,6 +328,11 @@ impl Node {
     /// The running daemon (panics between `kill9` and `restart`).
     pub fn proxy(&self) -> &Proxy {
         self.proxy.as_ref().expect("the node runs")
+    }
+
+    /// The node's cache directory (kept across restarts).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        self._cache.path()
     }
 
     /// `rtsp://127.0.0.1:PORT`: where the master sends its players.

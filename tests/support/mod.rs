@@ -20,6 +20,7 @@
 //! - `rtsp_client`: a raw RTSP client ([`RtspConn`], [`Rtp`]).
 //! - `admin_client`: the admin HTTP API ([`admin_request`]).
 //! - `cluster`: a master and its nodes ([`Master`], [`Node`], [`Cluster`]).
+//! - `copies`: node-to-node copies ([`copy_cluster`], [`Sampler`], [`rates`]).
 //! - here: directories, test media, polling, base64.
 
 // Each test file uses its own subset of the harness, and so of the
@@ -28,6 +29,7 @@
 
 mod admin_client;
 mod cluster;
+mod copies;
 mod net;
 mod origin;
 mod peers;
@@ -38,6 +40,7 @@ mod rtsp_client;
 
 pub use admin_client::*;
 pub use cluster::*;
+pub use copies::*;
 pub use net::*;
 pub use origin::*;
 pub use peers::*;
@@ -103,6 +106,73 @@ fn test_media_of(secs: u32, codec: &str) -> PathBuf {
             PLAYER_LIMIT,
         );
         assert!(out.success(), "make-test-media failed: {out:?}");
+    }
+    path
+}
+
+/// A heavy title for rate tests: `secs` seconds of noisy 640×360 H.264 at
+/// about `mbps` Mbit/s (a keyframe every second, no B-frames) + AAC, in
+/// Matroska; made once per (duration, rate) under the target directory.
+pub fn noisy_media(secs: u32, mbps: u32) -> PathBuf {
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-media");
+    let path = dir.join(format!("noise-{secs}s-{mbps}M.mkv"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!(
+            "noise-{secs}s-{mbps}M.{}.tmp.mkv",
+            std::process::id()
+        ));
+        let (rate, d) = (format!("{mbps}M"), secs.to_string());
+        let out = run_bounded(
+            Command::new("ffmpeg")
+                .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+                .args([
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    &format!("testsrc2=size=640x360:rate=25:duration={d}"),
+                ])
+                .args([
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    &format!("sine=frequency=440:sample_rate=48000:duration={d}"),
+                ])
+                .args(["-map", "0:v", "-map", "1:a", "-vf", "noise=alls=40:allf=t"])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-profile:v",
+                    "main",
+                ])
+                .args([
+                    "-pix_fmt", "yuv420p", "-b:v", &rate, "-maxrate", &rate, "-bufsize", "4M",
+                ])
+                .args([
+                    "-g",
+                    "25",
+                    "-keyint_min",
+                    "25",
+                    "-sc_threshold",
+                    "0",
+                    "-bf",
+                    "0",
+                ])
+                .args(["-threads", "1", "-c:a", "aac", "-b:a", "96k", "-ac", "1"])
+                .args(["-f", "matroska"])
+                .arg(&tmp),
+            PLAYER_LIMIT,
+        );
+        assert!(
+            out.success(),
+            "ffmpeg could not make {}: {out:?}",
+            path.display()
+        );
+        std::fs::rename(&tmp, &path).unwrap();
     }
     path
 }

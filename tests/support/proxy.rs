@@ -75,6 +75,8 @@ pub struct Proxy {
     port: u16,
     /// The admin HTTP port, unless the config disables the admin API.
     admin_port: Option<u16>,
+    /// The HTTP viewers' port, when the config has `[http] listen`.
+    http_port: Option<u16>,
     config_path: PathBuf,
     lines: Lines,
     /// Holds the config file.
@@ -138,6 +140,7 @@ impl Proxy {
                 .port("rtsp")
                 .expect("the ready file names the RTSP address"),
             admin_port: started.port("admin"),
+            http_port: started.port("http"),
             child: started.child,
             config_path: config,
             lines: started.lines,
@@ -149,9 +152,29 @@ impl Proxy {
         self.port
     }
 
+    /// The daemon's process id (it is its process group's leader).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin HTTP port, if the config enabled the admin API.
     pub fn admin_port(&self) -> Option<u16> {
         self.admin_port
+    }
+
+    /// The HTTP viewers' port; panics unless the config has `[http] listen`.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+            .expect("the proxy's config has [http] listen")
+    }
+
+    /// `http://127.0.0.1:PORT/PATH` on the HTTP viewers' listener.
+    pub fn http_url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.http_port(),
+            path.trim_start_matches('/')
+        )
     }
 
     /// The configuration file the daemon was started with (a test may rewrite

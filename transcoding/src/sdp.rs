@@ -34,7 +34,7 @@ impl TrackSpec {
                 Ok(TrackSpec {
                     media: m.kind.clone(),
                     encoding: map.map_or_else(
-                        || static_encoding(payload_type).to_owned(),
+                        || streamcache_rtsp::sdp::static_encoding(payload_type).to_owned(),
                         |map| map.encoding.clone(),
                     ),
                     payload_type,
@@ -44,19 +44,6 @@ impl TrackSpec {
                 })
             })
             .collect()
-    }
-}
-
-/// Encoding names of the common static payload types (RFC 3551).
-fn static_encoding(pt: u8) -> &'static str {
-    match pt {
-        0 => "PCMU",
-        8 => "PCMA",
-        14 => "MPA",
-        26 => "JPEG",
-        32 => "MPV",
-        33 => "MP2T",
-        _ => "",
     }
 }
 

@@ -80,7 +80,13 @@ impl Inner {
             .iter()
             .filter_map(|(node, held)| {
                 let url = self.peers.get(node)?.url.clone()?;
+                // No copy egress at all (its players take it all): not a
+                // source. Egress given to other copies is no bar: the
+                // allocation shares it (max-min) with the new one.
                 let cap = *caps.egress.get(node)?;
+                if cap == 0 {
+                    return None;
+                }
                 let allocated: u64 = self
                     .copies
                     .running()
@@ -225,6 +231,16 @@ impl MasterState {
         }
         let span = title_span(&inner, key);
         inner.start_copies(&self.settings, key, destination, span, &[], now)
+    }
+
+    /// The running copies out of `node`: (id, destination).
+    pub fn copies_from(&self, node: &str) -> Vec<(CopyId, String)> {
+        self.lock()
+            .copies
+            .running()
+            .filter(|c| c.source == node)
+            .map(|c| (c.id, c.destination.clone()))
+            .collect()
     }
 
     /// A destination's progress report.

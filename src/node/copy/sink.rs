@@ -2,7 +2,9 @@
 //! taken in npt order. The copy whose span starts first writes as its
 //! records are verified; the others keep theirs (in memory, up to a bound,
 //! then they stop fetching) until every copy of an earlier span has
-//! ended. The writer opens as soon as the title's description is known and
+//! ended. A copy that has begun writing keeps the writer until it ends,
+//! even when a copy of an earlier span (one resumed after a failure)
+//! joins meanwhile; that one then writes a run of its own. The writer opens as soon as the title's description is known and
 //! stays open while any copy of the key runs, so players following it wait
 //! for more rather than end between two spans.
 
@@ -42,6 +44,11 @@ pub struct Sink {
 struct State {
     /// Copies not ended, by (span start, copy id): the first one writes.
     queue: BTreeSet<(u64, u64)>,
+    /// The copy that has written and not ended: it keeps the writer until
+    /// it ends, even if a copy of an earlier span joins meanwhile (one
+    /// resumed after a failure), so that its span is never cut in two
+    /// runs at a record where no player can start.
+    writing: Option<(u64, u64)>,
     writer: Option<Writer>,
     /// npt of the last record written through `writer`.
     last_ns: Option<u64>,
@@ -86,9 +93,14 @@ impl Sinks {
 }
 
 impl Place {
-    /// Whether every copy of an earlier span has ended.
+    /// Whether this copy writes: it has begun to, or no copy is writing
+    /// and every copy of an earlier span has ended.
     pub fn is_turn(&self) -> bool {
-        lock(&self.sink.state).queue.first() == Some(&self.slot)
+        let state = lock(&self.sink.state);
+        match state.writing {
+            Some(writing) => writing == self.slot,
+            None => state.queue.first() == Some(&self.slot),
+        }
     }
 
     /// Waits for this copy's turn.
@@ -104,10 +116,16 @@ impl Place {
         }
     }
 
-    /// Writes `records` (verified, in order; this copy's turn). The first
-    /// record of a new recording run is flagged as a discontinuity, as a
-    /// fill's is, unless the run starts the title. `meta` opens the
-    /// writer. Returns the npt of the last record written.
+    /// Writes `records` (verified, in order; this copy's turn). A span
+    /// that does not continue what was written starts a new run; its first
+    /// record keeps the source's flags, unlike a fill's run, which is
+    /// flagged as a discontinuity: a fill's run overlaps what is held (the
+    /// origin starts it at an earlier keyframe) and a player crossing into
+    /// it drops what it had already (up to 0.5 s), whereas copies split
+    /// the title at one record, on the source's timeline, and their runs
+    /// adjoin exactly — flagged, a player lost the 0.5 s after the
+    /// boundary. `meta` opens the writer. Returns the npt of the last
+    /// record written.
     pub fn write(
         &self,
         meta: &Metadata,
@@ -116,20 +134,22 @@ impl Place {
         let sink = &self.sink;
         let mut state = lock(&sink.state);
         let mut written = None;
-        for mut record in records {
+        for record in records {
             let npt = record.media_time.as_ns();
-            let continues = state
-                .last_ns
-                .is_some_and(|last| npt <= last.saturating_add(HELD_SLACK.as_ns()));
+            // Continuing: about where the run has got to (tracks interleave
+            // within the slack). A record far behind it belongs to an
+            // earlier span (one resumed after a failed copy, whose later
+            // neighbour had its turn meanwhile): a run of its own, never
+            // appended after later records.
+            let continues = state.last_ns.is_some_and(|last| {
+                npt <= last.saturating_add(HELD_SLACK.as_ns())
+                    && npt.saturating_add(HELD_SLACK.as_ns()) >= last
+            });
             if state.writer.is_some() && !continues && state.last_ns.is_some() {
                 // A gap (an earlier span failed): a run holds no gap.
                 sink.close(&mut state);
             }
             sink.open(&mut state, meta)?;
-            let title_start = meta.range.map_or(0, |r| r.start.as_ns());
-            if state.last_ns.is_none() && npt > title_start.saturating_add(HELD_SLACK.as_ns()) {
-                record.flags.discontinuity = true;
-            }
             let Some(writer) = state.writer.as_mut() else {
                 break;
             };
@@ -138,6 +158,7 @@ impl Place {
                 .map_err(|e| format!("cannot store the copy: {e}"))?;
             state.last_ns = Some(state.last_ns.map_or(npt, |last| last.max(npt)));
             written = Some(npt);
+            state.writing = Some(self.slot);
         }
         Ok(written)
     }
@@ -157,6 +178,9 @@ impl Drop for Place {
         let sink = &self.sink;
         let mut state = lock(&sink.state);
         state.queue.remove(&self.slot);
+        if state.writing == Some(self.slot) {
+            state.writing = None;
+        }
         if state.queue.is_empty() {
             sink.close(&mut state);
             let mut keys = lock(&self.sinks.keys);
@@ -215,6 +239,98 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use streamcache_cache::{NptRange, RecordFlags, RecordKind, TrackMeta};
+
+    const STEP_NS: u64 = 40_000_000;
+
+    fn meta() -> Metadata {
+        let track = |control: &str| TrackMeta {
+            control: control.into(),
+            payload_type: 96,
+            clock_rate: 90_000,
+            media: "video".into(),
+            encoding: "H264".into(),
+        };
+        Metadata {
+            key: "k".into(),
+            sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\nm=audio 0 RTP/AVP 97\r\n".into(),
+            tracks: vec![track("trackID=0"), track("trackID=1")],
+            range: Some(NptRange {
+                start: Npt::ZERO,
+                end: Some(Npt::from_ns(250 * STEP_NS)),
+            }),
+            ..Metadata::default()
+        }
+    }
+
+    /// Records `from..to` (40 ms apart, video and audio in turn, video
+    /// random-access once a second).
+    fn records(from: u64, to: u64) -> Vec<Received> {
+        (from..to)
+            .map(|i| Received {
+                track: (i % 2) as u8,
+                kind: RecordKind::Rtp,
+                flags: RecordFlags {
+                    random_access: i % 25 == 0,
+                    discontinuity: false,
+                },
+                media_time: Npt::from_ns(i * STEP_NS),
+                payload: Bytes::from(vec![i as u8; 100]),
+            })
+            .collect()
+    }
+
+    /// Found end to end (tests/cluster_copy_faults.rs): the copy of the
+    /// first half fails, the second half's copy gets its turn and writes,
+    /// then the first half's resumed copy joins. It waits for the second
+    /// half to end (taking the writer in the middle cut that half in two
+    /// runs at a record where no player can start: a player lost the GOP
+    /// after the cut), then writes. Its records must not be appended to the
+    /// run after the later ones (a player then started at the second half
+    /// and played records out of order): they make a run of their own, and
+    /// the title plays in npt order, with no discontinuity where the runs
+    /// meet (flagged, a player crossing there lost 0.5 s of frames).
+    #[tokio::test]
+    async fn an_earlier_span_written_after_a_later_one_plays_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = streamcache_cache::StoreConfig {
+            budget_bytes: 1 << 30,
+            segment_max_bytes: 128 * 1024,
+            segment_max_duration_ns: 0,
+        };
+        let (store, _) = Store::open(dir.path(), cfg).expect("store");
+        let sinks = Sinks::new(store.clone(), CopyingKeys::default());
+        let meta = meta();
+        let later = sinks.join("k", 2, 125 * STEP_NS);
+        assert!(later.is_turn());
+        later.write(&meta, records(125, 175)).expect("write");
+        // The earlier span's copy joins while the later one is writing:
+        // the later keeps the writer to its end (its span in one run).
+        let resumed = sinks.join("k", 3, 0);
+        assert!(later.is_turn() && !resumed.is_turn());
+        later.write(&meta, records(175, 250)).expect("write");
+        drop(later);
+        assert!(resumed.is_turn());
+        resumed.write(&meta, records(0, 125)).expect("write");
+        drop(resumed);
+
+        let reader = store.open_reader("k").expect("readable").expect("stored");
+        let mut cursor = reader.cursor();
+        let (mut played, mut flagged) = (Vec::new(), Vec::new());
+        while let Some(record) = cursor.next() {
+            let record = record.expect("verified");
+            played.push(record.media_time.as_ns() / STEP_NS);
+            if record.flags.discontinuity {
+                flagged.push(record.media_time.as_ns() / STEP_NS);
+            }
+        }
+        assert_eq!(played, (0..250).collect::<Vec<_>>());
+        // The runs adjoin exactly: nothing for a player to splice.
+        assert!(flagged.is_empty(), "discontinuities at {flagged:?}");
+        let held = store.metadata("k").expect("meta").expect("meta");
+        assert_eq!(held.state, PresentationState::Complete, "{:?}", held.spans);
+    }
 
     #[tokio::test]
     async fn copies_of_one_key_write_in_span_order() {

@@ -8,7 +8,7 @@ use streamcache_types::Npt;
 
 use super::fmtp;
 use super::rtp_in::RtpIn;
-use super::video::{Assembler, ParamSets};
+use super::video::{aggregated, Assembler, ParamSets};
 use super::{DepacketizeStats, Depacketizer};
 use crate::frame::{Codec, Frame, TrackSpec};
 
@@ -72,17 +72,9 @@ impl H265 {
     }
 
     /// An AP's NAL units, each after its 16-bit size.
-    fn aggregation(&mut self, mut rest: &[u8], timestamp: u32) {
-        while !rest.is_empty() {
-            let [hi, lo, tail @ ..] = rest else {
-                return self.au.malformed();
-            };
-            let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-            let (Some(nal), Some(after)) = (tail.get(..size), tail.get(size..)) else {
-                return self.au.malformed();
-            };
-            self.nal(nal, timestamp);
-            rest = after;
+    fn aggregation(&mut self, rest: &[u8], timestamp: u32) {
+        if aggregated(rest, |nal| self.nal(nal, timestamp)).is_err() {
+            self.au.malformed();
         }
     }
 }

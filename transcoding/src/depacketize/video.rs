@@ -238,3 +238,21 @@ impl Assembler {
         self.frames.pop_front()
     }
 }
+
+/// The NAL units of an aggregation packet (H.264 STAP-A, H.265 AP), each
+/// after its 16-bit size, handed to `nal` in order; `Err` at the first one
+/// cut short (those before it were handed out).
+pub(super) fn aggregated<'a>(mut rest: &'a [u8], mut nal: impl FnMut(&'a [u8])) -> Result<(), ()> {
+    while !rest.is_empty() {
+        let [hi, lo, tail @ ..] = rest else {
+            return Err(());
+        };
+        let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let (Some(unit), Some(after)) = (tail.get(..size), tail.get(size..)) else {
+            return Err(());
+        };
+        nal(unit);
+        rest = after;
+    }
+    Ok(())
+}

@@ -164,6 +164,71 @@ fn two_complete_holders_give_one_half_each() {
     assert_eq!(spans[1].2, Npt::from_secs(10).as_ns());
 }
 
+/// Found end to end (tests/cluster_copy_faults.rs): a and c give b a half
+/// each; c's copy has all of c's copy egress (20 Mbit/s, the link cap too).
+/// a's copy fails: its half is resumed from c, which shares its egress
+/// between the two copies, rather than left undone because c had nothing
+/// unallocated.
+#[test]
+fn a_failed_half_resumes_from_the_other_source_though_its_egress_is_all_allocated() {
+    let state = MasterState::new(settings());
+    let now = Instant::now();
+    let _links = [
+        join(&state, "a", 20 * M, now),
+        join(&state, "b", 20 * M, now),
+        join(&state, "c", 20 * M, now),
+    ];
+    state.inventory("a", vec![("k".into(), complete(10))]);
+    state.inventory("c", vec![("k".into(), complete(10))]);
+    let (orders, _) = state.copies_for_placement("k", "b", now);
+    assert_eq!(orders.len(), 2);
+    let from_a = orders.iter().find(|o| o.start.source_node == "a").unwrap();
+    let end = state
+        .copy_ended(from_a.start.copy_id, Err("checksum failure: x".into()), now)
+        .expect("was running");
+    assert_eq!(end.resumed.len(), 1, "{end:?}");
+    let resumed = &end.resumed[0].start;
+    assert_eq!(resumed.source_node, "c");
+    assert_eq!(resumed.span, from_a.start.span);
+    // c's 20 Mbit/s shared between its two copies into b.
+    assert_eq!(resumed.rate_bps, 10 * M);
+    assert!(end
+        .rates
+        .iter()
+        .any(|r| r.destination == "b" && r.rate_bps == 10 * M));
+}
+
+/// Found end to end (tests/cluster_copy_faults.rs): a source killed
+/// mid-copy is down, so it has no copy egress and its copy's rate became 0,
+/// which holds the copy back for good (it never ran into its 30 s without
+/// a source). Down, its copies are cancelled at their destinations; each
+/// one's Done then resumes it elsewhere.
+#[test]
+fn a_down_source_s_copies_are_cancelled_at_their_destinations() {
+    let state = MasterState::new(settings());
+    let now = Instant::now();
+    let _a = join(&state, "a", 30 * M, now);
+    let mut b = join(&state, "b", 30 * M, now);
+    let _c = join(&state, "c", 30 * M, now);
+    state.inventory("a", vec![("k".into(), complete(10))]);
+    let (orders, _) = state.copies_for_placement("k", "b", now);
+    let id = orders[0].start.copy_id;
+    assert_eq!(state.copies_from("a"), [(id, "b".to_owned())]);
+    assert!(state.copies_from("c").is_empty());
+
+    crate::master::copies::source_down(&state, "a");
+    let mut cancelled = Vec::new();
+    while let Ok(batch) = b.try_recv() {
+        for envelope in batch.messages {
+            if let Some(pb::envelope::Body::CopyCancel(cancel)) = envelope.body {
+                assert_ne!(envelope.request_id, 0);
+                cancelled.push(cancel.copy_id);
+            }
+        }
+    }
+    assert_eq!(cancelled, [id]);
+}
+
 #[test]
 fn no_copy_into_a_node_that_already_has_part_of_the_title_or_takes_none() {
     let state = MasterState::new(settings());
