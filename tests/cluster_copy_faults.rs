@@ -8,7 +8,7 @@
 //! - The source killed (`kill -9`) mid-copy: the copy resumes from the
 //!   third node where it stopped; a player during it and one after decode
 //!   as a direct pull, and the destination's store verifies. (Killed when
-//!   the copy has stopped mid-GOP, frames are lost: an ignored test.)
+//!   the copy has stopped mid-GOP, the resumed copy completes the GOP.)
 //!
 //! In both, the title is complete on A and C (a segment every 2 s), both
 //! at their session cap, so that the master sends its player to B and B
@@ -170,13 +170,12 @@ fn a_source_killed_mid_copy_is_replaced_by_the_third_node_where_it_stopped() {
 /// As above, A killed once B holds more than 4.1 s of A's half
 /// [0, 5.0025): A's last segment of it is read up to a limit, so its
 /// records are stored as they arrive, and B stops mid-GOP (e.g. at 4.522
-/// s). The copy resumed from C for [4.522, 5.0025) takes records from the
-/// first keyframe at or after 4.522 — 5.021, past its end — so nothing:
-/// the player loses the frames from 4.52 to 5.02 s (238 of 250 seen). Not
-/// fixed yet: a copy should store only whole GOPs until its span ends (or
-/// report the next keyframe's npt as where to resume).
+/// s). The copy resumed from C for [4.522, 5.0025) is a resume
+/// (`CopyStart.resume`): B continues exactly after the records it stored
+/// (per track, through its last stored packet), not from the first
+/// keyframe at or after 4.522 — 5.021, past its end, which lost the frames
+/// from 4.52 to 5.02 s (238 of 250 seen).
 #[test]
-#[ignore = "known bug: a copy stopped mid-GOP is resumed from the next keyframe, losing the rest of the GOP"]
 fn a_source_killed_mid_gop_is_resumed_without_losing_frames() {
     killed_mid_copy(4.1);
 }

@@ -104,7 +104,11 @@ impl Inner {
     }
 
     /// Records the planned copies, allocates rates, and returns the orders
-    /// (with their rates) and the rate changes of running copies.
+    /// (with their rates) and the rate changes of running copies. `resume`:
+    /// `span` is the rest of a failed copy, from where it had stored; the
+    /// part starting there continues exactly after what the destination
+    /// stored (`CopyStart.resume`).
+    #[allow(clippy::too_many_arguments)]
     fn start_copies(
         &mut self,
         settings: &super::Settings,
@@ -112,6 +116,7 @@ impl Inner {
         destination: &str,
         span: NptSpan,
         exclude: &[String],
+        resume: bool,
         now: Instant,
     ) -> (Vec<CopyOrder>, Vec<RateChange>) {
         let caps = self.capacities(settings);
@@ -148,6 +153,9 @@ impl Inner {
                         },
                     }),
                     rate_bps: copy.rate_bps,
+                    // A later part of the rest starts where the parts
+                    // split: at a keyframe, as any other.
+                    resume: resume && copy.span.start == span.start,
                 },
             })
             .collect();
@@ -230,7 +238,7 @@ impl MasterState {
             return (Vec::new(), Vec::new());
         }
         let span = title_span(&inner, key);
-        inner.start_copies(&self.settings, key, destination, span, &[], now)
+        inner.start_copies(&self.settings, key, destination, span, &[], false, now)
     }
 
     /// The running copies out of `node`: (id, destination).
@@ -294,6 +302,7 @@ impl MasterState {
                 &copy.destination,
                 rest,
                 &exclude,
+                true,
                 now,
             );
             resumed = orders;

@@ -104,7 +104,10 @@ impl Copy {
             .ok_or_else(|| Failure::Other("the source sent no metadata".into()))?;
         self.place.open(&self.meta).map_err(Failure::Other)?;
         let title_start = self.meta.range.map_or(0, |r| r.start.as_ns());
-        let mut filter = SpanFilter::new(self.job.start_ns, self.job.end_ns, title_start);
+        let mut filter = match &self.job.resume {
+            Some(tail) => SpanFilter::resume(tail, self.job.end_ns),
+            None => SpanFilter::new(self.job.start_ns, self.job.end_ns, title_start),
+        };
         let mut last = None;
         while !filter.ended() {
             let next = title
@@ -179,7 +182,7 @@ impl Copy {
             self.pace(bytes.len()).await?;
             let whole = *whole.get_or_insert(sealed && offset == 0 && limit.is_none());
             for record in parse.feed(&bytes, name).map_err(Failure::Checksum)? {
-                if filter.admit(record.flags, record.media_time.as_ns()) {
+                if filter.admit_record(&record) {
                     if whole {
                         held.push(record);
                     } else {

@@ -83,6 +83,8 @@ struct Job {
     start_ns: u64,
     /// `None`: to the title's end (following a source still recording).
     end_ns: Option<u64>,
+    /// The rest of a failed copy: what it stored last, to continue after.
+    resume: Option<parse::Tail>,
     control: watch::Receiver<Control>,
     progress: Arc<Progress>,
 }
@@ -135,6 +137,12 @@ impl Copies {
         });
         let (finished_tx, finished) = watch::channel(false);
         let progress = Arc::new(Progress::default());
+        // The failed copy's place has been left (before its Done): what it
+        // stored is known here, unless it stored nothing.
+        let resume = start
+            .resume
+            .then(|| self.sinks.tail(&start.key, span.start_ns))
+            .flatten();
         let job = Job {
             id,
             key: start.key,
@@ -142,6 +150,7 @@ impl Copies {
             token: self.token.clone(),
             start_ns: span.start_ns,
             end_ns,
+            resume,
             control: control_rx,
             progress: Arc::clone(&progress),
         };
@@ -154,7 +163,7 @@ impl Copies {
             },
         );
         drop(running);
-        info!(copy = id, key = %job.key, source = %start.source_node, start_ns = job.start_ns, end_ns = ?end_ns, "copy started");
+        info!(copy = id, key = %job.key, source = %start.source_node, start_ns = job.start_ns, end_ns = ?end_ns, resume = start.resume, after_stored = job.resume.is_some(), "copy started");
         // From now on the key is coming from a peer: the Prepare the
         // master sends next must not go to the origin.
         self.copying.started(&job.key);

@@ -6,6 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use streamcache_cache::format::{self, SegmentHeader, HEADER_LEN, RECORD_HEADER_LEN};
 use streamcache_cache::{Npt, RecordFlags, RecordIn, RecordKind};
+use streamcache_types::HELD_SLACK;
 
 use crate::node::peer::api::Segment;
 
@@ -38,12 +39,79 @@ impl Received {
 /// `end` (`None`: to the title's end). Two copies whose spans meet so
 /// split the title at one record, with nothing left out or taken twice,
 /// and each part begins where a player can start.
+///
+/// A resumed copy ([`SpanFilter::resume`]) instead continues exactly after
+/// the records the failed copy stored ([`Tail`]).
 #[derive(Debug, Clone)]
 pub struct SpanFilter {
     start_ns: u64,
     end_ns: Option<u64>,
     started: bool,
     ended: bool,
+    /// A resumed copy: by track, what to skip before taking its records.
+    resume: Option<Resume>,
+}
+
+/// What a copy stored last of each track, and the npt it reported as
+/// stored to (its `held_to`): where a copy resuming it continues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tail {
+    pub held_to_ns: u64,
+    /// By track: the npt and the RTP payload (the RTP header left out: two
+    /// sources' recordings of a title number their packets each their own
+    /// way) of the last RTP record stored.
+    pub tracks: Vec<Option<(u64, Bytes)>>,
+}
+
+impl Tail {
+    /// `record` was stored (in order).
+    pub fn stored(&mut self, record: &Received) {
+        if record.kind != RecordKind::Rtp {
+            return;
+        }
+        let track = usize::from(record.track);
+        if self.tracks.len() <= track {
+            self.tracks.resize(track + 1, None);
+        }
+        self.tracks[track] = Some((
+            record.media_time.as_ns(),
+            record.payload.slice_ref(rtp_payload(&record.payload)),
+        ));
+    }
+}
+
+/// A resumed copy's skipping, by track.
+#[derive(Debug, Clone)]
+struct Resume {
+    held_to_ns: u64,
+    tracks: Vec<Skip>,
+}
+
+#[derive(Debug, Clone)]
+enum Skip {
+    /// Through the record with this npt and RTP payload (the last one
+    /// stored of the track).
+    Through(u64, Bytes),
+    /// Nothing of the track stored: its records after this npt.
+    After(u64),
+    /// Every record from here on.
+    Taking,
+}
+
+/// The RTP payload of `packet` (what follows its fixed header, CSRCs and
+/// extension); the whole of it when it does not parse as RTP.
+fn rtp_payload(packet: &[u8]) -> &[u8] {
+    if packet.len() < 12 || packet[0] >> 6 != 2 {
+        return packet;
+    }
+    let mut at = 12 + 4 * usize::from(packet[0] & 0x0f);
+    if packet[0] & 0x10 != 0 {
+        let Some(ext) = packet.get(at + 2..at + 4) else {
+            return packet;
+        };
+        at += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    packet.get(at..).unwrap_or(packet)
 }
 
 impl SpanFilter {
@@ -54,7 +122,85 @@ impl SpanFilter {
             end_ns,
             started: start_ns <= title_start_ns,
             ended: false,
+            resume: None,
         }
+    }
+
+    /// The rest of a failed copy, which stored `tail`, up to `end_ns`: per
+    /// track, the records after the last one stored (a frame stored in
+    /// part is completed, none of its stored packets taken again). A track
+    /// whose stored record never comes (the sources disagree) is taken
+    /// from its first RTP record clearly after it: a random-access one, or
+    /// one [`HELD_SLACK`] later (packets in decoding order may go back in
+    /// npt by less). Reading starts at the index entry at or before the
+    /// earliest of the tracks' last records.
+    pub fn resume(tail: &Tail, end_ns: Option<u64>) -> SpanFilter {
+        let tracks = tail
+            .tracks
+            .iter()
+            .map(|last| match last {
+                Some((npt, payload)) => Skip::Through(*npt, payload.clone()),
+                None => Skip::After(tail.held_to_ns),
+            })
+            .collect();
+        let start_ns = tail
+            .tracks
+            .iter()
+            .flatten()
+            .map(|(npt, _)| *npt)
+            .fold(tail.held_to_ns, u64::min);
+        SpanFilter {
+            start_ns,
+            end_ns,
+            started: false,
+            ended: false,
+            resume: Some(Resume {
+                held_to_ns: tail.held_to_ns,
+                tracks,
+            }),
+        }
+    }
+
+    /// Whether `record`, the next in play order, is taken.
+    pub fn admit_record(&mut self, record: &Received) -> bool {
+        let npt = record.media_time.as_ns();
+        let Some(resume) = self.resume.as_mut() else {
+            return self.admit(record.flags, npt);
+        };
+        if self.ended {
+            return false;
+        }
+        if record.flags.random_access && self.end_ns.is_some_and(|end| npt >= end) {
+            self.ended = true;
+            return false;
+        }
+        let track = usize::from(record.track);
+        if resume.tracks.len() <= track {
+            resume
+                .tracks
+                .resize(track + 1, Skip::After(resume.held_to_ns));
+        }
+        let skip = &mut resume.tracks[track];
+        let rtp = record.kind == RecordKind::Rtp;
+        let take = match skip {
+            Skip::Taking => true,
+            Skip::After(after) => rtp && npt > *after,
+            Skip::Through(last, payload) => {
+                if rtp && npt == *last && rtp_payload(&record.payload) == &payload[..] {
+                    // The last record stored: the ones after it are taken.
+                    *skip = Skip::Taking;
+                    return false;
+                }
+                rtp && npt > *last
+                    && (record.flags.random_access
+                        || npt >= last.saturating_add(HELD_SLACK.as_ns()))
+            }
+        };
+        if take {
+            *skip = Skip::Taking;
+            self.started = true;
+        }
+        take
     }
 
     /// Whether the next record in play order is taken.

@@ -1,5 +1,7 @@
 use streamcache_cache::format::{encode_record, record_len, SegmentHeader, Trailer, TRAILER_FINAL};
 
+use bytes::Bytes;
+
 use super::*;
 
 /// Record `i`: 40 ms apart, video (track 0) and audio (track 1) in turn,
@@ -185,4 +187,159 @@ fn reading_starts_at_the_index_entry_before_the_span_and_stops_at_its_end() {
     assert_eq!(early.read_limit(&s), Some(2000));
     let after = SpanFilter::new(2000, None, 0);
     assert_eq!(after.start_offset(&s), None, "wholly before the span");
+}
+
+/// Frames 0..60, 40 ms apart, a keyframe every tenth: video (track 0) in
+/// three RTP packets per frame sharing its npt, audio (track 1) one packet
+/// 5 ms later. As two sources recorded them: each numbers its packets its
+/// own way (`seq_base`), and the audio comes before or after the video.
+fn recorded(seq_base: u16, audio_first: bool) -> Vec<Received> {
+    let step = 40_000_000;
+    let rtp = |seq: u16, body: &[u8]| {
+        let mut packet = vec![0x80, 96];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&[0; 8]);
+        packet.extend_from_slice(body);
+        Bytes::from(packet)
+    };
+    let mut seq = seq_base;
+    let mut out = Vec::new();
+    for i in 0..60u64 {
+        let audio = Received {
+            track: 1,
+            kind: RecordKind::Rtp,
+            flags: RecordFlags::default(),
+            media_time: Npt::from_ns(i * step + 5_000_000),
+            payload: rtp(seq, &[1, i as u8]),
+        };
+        seq = seq.wrapping_add(1);
+        if audio_first {
+            out.push(audio.clone());
+        }
+        for k in 0..3u8 {
+            out.push(Received {
+                track: 0,
+                kind: RecordKind::Rtp,
+                flags: RecordFlags {
+                    random_access: k == 0 && i % 10 == 0,
+                    discontinuity: false,
+                },
+                media_time: Npt::from_ns(i * step),
+                payload: rtp(seq, &[0, i as u8, k, 0xee]),
+            });
+            seq = seq.wrapping_add(1);
+        }
+        if !audio_first {
+            out.push(audio);
+        }
+    }
+    out
+}
+
+/// What a track's records carry past the RTP header, in order.
+fn bodies(records: &[Received], track: u8) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .filter(|r| r.track == track)
+        .map(|r| r.payload[12..].to_vec())
+        .collect()
+}
+
+/// The bug this mends (tests/cluster_copy_faults.rs): a copy of [0, 40)
+/// from A stopped in the middle of frame 27 (two of its three packets
+/// stored), and its rest was copied from C from the first keyframe at or
+/// after where it stopped (frame 30), so frames 27 to 29 were lost. The
+/// resumed copy continues each track exactly after what was stored: the
+/// rest of frame 27, nothing of it twice, though C numbers its packets
+/// otherwise and interleaves its tracks otherwise; and it still ends at the
+/// first keyframe at or after the span's end.
+#[test]
+fn a_resumed_copy_continues_after_the_last_stored_packet_of_each_track() {
+    let step = 40_000_000;
+    let a = recorded(1000, false);
+    let c = recorded(40_000, true);
+    let cut = a
+        .iter()
+        .position(|r| r.track == 0 && r.media_time.as_ns() == 27 * step && r.payload[14] == 1)
+        .expect("frame 27's second packet");
+    let stored = &a[..=cut];
+    let mut tail = Tail::default();
+    for record in stored {
+        tail.stored(record);
+    }
+    tail.held_to_ns = 27 * step;
+
+    let mut filter = SpanFilter::resume(&tail, Some(40 * step));
+    let rest: Vec<Received> = c
+        .iter()
+        .filter(|r| filter.admit_record(r))
+        .cloned()
+        .collect();
+    assert!(filter.ended());
+    let video = rest.iter().find(|r| r.track == 0).expect("video");
+    assert_eq!(
+        (video.media_time.as_ns(), video.payload[14]),
+        (27 * step, 2),
+        "frame 27's last packet first"
+    );
+    // The span ends at C's keyframe of frame 40 (C's audio of frame 40,
+    // before it, is in).
+    let whole: Vec<Received> = c
+        .iter()
+        .take_while(|r| !(r.flags.random_access && r.media_time.as_ns() >= 40 * step))
+        .cloned()
+        .collect();
+    for track in [0, 1] {
+        let mut copied = bodies(stored, track);
+        copied.extend(bodies(&rest, track));
+        assert_eq!(copied, bodies(&whole, track), "track {track}");
+    }
+    // Reading starts at the index entry at or before the earliest track's
+    // last stored record (here the audio of frame 26).
+    let s = Segment {
+        name: "s".into(),
+        run: 1,
+        seq: 0,
+        run_start_ns: 0,
+        header_len: 64,
+        records_end: 5000,
+        bytes: 5000,
+        sealed: true,
+        is_final: true,
+        records: 240,
+        first_ns: Some(0),
+        last_ns: Some(59 * step),
+        index: vec![
+            [0, 64],
+            [10 * step, 1000],
+            [20 * step, 2000],
+            [30 * step, 3000],
+        ],
+    };
+    assert_eq!(
+        SpanFilter::resume(&tail, Some(40 * step)).start_offset(&s),
+        Some(2000)
+    );
+
+    // A source whose packets never match what was stored (the stored
+    // record unknown to it): each track is taken from its first packet
+    // clearly after the stored one, the next keyframe for the video.
+    let mut other = tail.clone();
+    for (_, payload) in other.tracks.iter_mut().flatten() {
+        *payload = Bytes::from_static(b"never sent");
+    }
+    let mut filter = SpanFilter::resume(&other, None);
+    let rest: Vec<Received> = c
+        .iter()
+        .filter(|r| filter.admit_record(r))
+        .cloned()
+        .collect();
+    let first = |track: u8| {
+        rest.iter()
+            .find(|r| r.track == track)
+            .map(|r| r.media_time.as_ns())
+    };
+    assert_eq!(first(0), Some(30 * step));
+    // The audio stored last was frame 26's: from 0.5 s after it.
+    assert_eq!(first(1), Some(39 * step + 5_000_000));
 }

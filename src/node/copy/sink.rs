@@ -8,7 +8,7 @@
 //! stays open while any copy of the key runs, so players following it wait
 //! for more rather than end between two spans.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use streamcache_cache::{Metadata, Npt, NptSpan, PresentationState, Store, Writer};
@@ -16,12 +16,18 @@ use streamcache_types::HELD_SLACK;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::parse::Received;
+use super::parse::{Received, Tail};
 use crate::catalog::CopyingKeys;
 
 /// A recording reaching this close to the title's end holds all of it (the
 /// hub's recorder seals `complete` by the same rule).
 const END_SLACK: Npt = Npt::from_secs(1);
+
+/// Ended copies' tails kept for a resume (the latest, all keys).
+const TAILS_KEPT: usize = 64;
+/// How far a resume's start may be from a tail's `held_to` (it travels to
+/// the master and back as seconds in an `f64`).
+const TAIL_MATCH_NS: u64 = 1_000_000;
 
 /// The sinks of the keys being copied.
 #[derive(Clone)]
@@ -29,6 +35,9 @@ pub struct Sinks {
     store: Store,
     copying: CopyingKeys,
     keys: Arc<Mutex<HashMap<String, Arc<Sink>>>>,
+    /// What the copies that ended having stored something stored last, by
+    /// key, the latest last: a copy resuming one continues after it.
+    tails: Arc<Mutex<VecDeque<(String, Tail)>>>,
 }
 
 /// One key's writer and the copies queued for it.
@@ -60,6 +69,8 @@ pub struct Place {
     sinks: Sinks,
     sink: Arc<Sink>,
     slot: (u64, u64),
+    /// What this copy has stored last.
+    tail: Mutex<Option<Tail>>,
 }
 
 impl Sinks {
@@ -68,7 +79,21 @@ impl Sinks {
             store,
             copying,
             keys: Arc::default(),
+            tails: Arc::default(),
         }
+    }
+
+    /// What the ended copy of `key` that had stored to about `held_to_ns`
+    /// stored last, if one did (and this node still knows it).
+    pub fn tail(&self, key: &str, held_to_ns: u64) -> Option<Tail> {
+        lock(&self.tails)
+            .iter()
+            .rev()
+            .filter(|(k, _)| k == key)
+            .map(|(_, tail)| tail)
+            .filter(|tail| tail.held_to_ns.abs_diff(held_to_ns) <= TAIL_MATCH_NS)
+            .min_by_key(|tail| tail.held_to_ns.abs_diff(held_to_ns))
+            .cloned()
     }
 
     /// Queues copy `id` of `key`'s span starting at `start_ns`.
@@ -88,6 +113,7 @@ impl Sinks {
             sinks: self.clone(),
             sink,
             slot,
+            tail: Mutex::default(),
         }
     }
 }
@@ -133,6 +159,7 @@ impl Place {
     ) -> Result<Option<u64>, String> {
         let sink = &self.sink;
         let mut state = lock(&sink.state);
+        let mut tail = lock(&self.tail);
         let mut written = None;
         for record in records {
             let npt = record.media_time.as_ns();
@@ -159,6 +186,11 @@ impl Place {
             state.last_ns = Some(state.last_ns.map_or(npt, |last| last.max(npt)));
             written = Some(npt);
             state.writing = Some(self.slot);
+            tail.get_or_insert_with(Tail::default).stored(&record);
+        }
+        // As the copy's progress has it (`held_to_ns`).
+        if let (Some(tail), Some(npt)) = (tail.as_mut(), written) {
+            tail.held_to_ns = tail.held_to_ns.max(npt);
         }
         Ok(written)
     }
@@ -175,6 +207,13 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
+        if let Some(tail) = lock(&self.tail).take() {
+            let mut tails = lock(&self.sinks.tails);
+            if tails.len() >= TAILS_KEPT {
+                tails.pop_front();
+            }
+            tails.push_back((self.sink.key.clone(), tail));
+        }
         let sink = &self.sink;
         let mut state = lock(&sink.state);
         state.queue.remove(&self.slot);
@@ -314,6 +353,15 @@ mod tests {
         assert!(resumed.is_turn());
         resumed.write(&meta, records(0, 125)).expect("write");
         drop(resumed);
+        // What each copy stored last is kept for a copy resuming it.
+        let tail = sinks
+            .tail("k", 124 * STEP_NS)
+            .expect("the resumed copy's tail");
+        assert_eq!(tail.tracks.len(), 2);
+        assert_eq!(tail.tracks[0].as_ref().map(|t| t.0), Some(124 * STEP_NS));
+        assert_eq!(tail.tracks[1].as_ref().map(|t| t.0), Some(123 * STEP_NS));
+        assert!(sinks.tail("k", 200 * STEP_NS).is_none());
+        assert!(sinks.tail("other", 124 * STEP_NS).is_none());
 
         let reader = store.open_reader("k").expect("readable").expect("stored");
         let mut cursor = reader.cursor();

@@ -199,6 +199,7 @@ fn start(copies: &Arc<Copies>, id: u64, url: &str, span: (u64, u64), rate_bps: u
             end_ns: span.1,
         }),
         rate_bps,
+        resume: false,
     };
     copies
         .start(

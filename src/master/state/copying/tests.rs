@@ -88,6 +88,7 @@ fn a_title_held_elsewhere_is_copied_capped_by_the_link_and_resumed_after_a_failu
         start.span.map(|s| s.end_ns),
         Some(Npt::from_secs(10).as_ns())
     );
+    assert!(!start.resume, "a first copy starts at a keyframe");
     // Asked again while it runs: nothing more.
     assert!(state.copies_for_placement("k", "b", now).0.is_empty());
 
@@ -133,6 +134,7 @@ fn a_title_held_elsewhere_is_copied_capped_by_the_link_and_resumed_after_a_failu
         resumed.span.map(|s| (s.start_ns, s.end_ns)),
         Some((Npt::from_secs(4).as_ns(), Npt::from_secs(10).as_ns()))
     );
+    assert!(resumed.resume, "continues exactly after what b stored");
     let view = state.copies_view(now);
     assert_eq!(view["sources"][0]["name"], "a");
     assert_eq!(view["sources"][0]["total"], 1);
