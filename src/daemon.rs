@@ -18,7 +18,7 @@ use crate::hub::HubSettings;
 use crate::metrics::Metrics;
 use crate::mounts::{Mounts, OriginTiming};
 use crate::sample::SampleOrigin;
-use crate::{admin, descriptors, http, node, notify, reload, serve};
+use crate::{admin, descriptors, http, listener, node, notify, reload, serve};
 
 /// Opens the configured store. The daemon opens it for writing (and holds
 /// its lock); the `cache` inspection commands open it read-only, which is
@@ -134,22 +134,10 @@ async fn run_server(
         .context("rtsp.listen is not an address")?;
     let listener = serve::bind(listen).await?;
     let local = listener.local_addr().context("listener has no address")?;
-    let admin_listener = match config.admin.listen_addr() {
-        Some(addr) => Some(admin::bind(addr).await?),
-        None => None,
-    };
-    let admin_local = admin_listener
-        .as_ref()
-        .map(|l| l.local_addr().context("admin listener has no address"))
-        .transpose()?;
-    let http_listener = match config.http.listen_addr() {
-        Some(addr) => Some(http::bind(addr).await?),
-        None => None,
-    };
-    let http_local = http_listener
-        .as_ref()
-        .map(|l| l.local_addr().context("HTTP listener has no address"))
-        .transpose()?;
+    let admin_listener = listener::bind_optional(config.admin.listen_addr(), "the admin API")?;
+    let admin_local = admin_listener.as_ref().map(|(_, a)| *a);
+    let http_listener = listener::bind_optional(config.http.listen_addr(), "HTTP viewers")?;
+    let http_local = http_listener.as_ref().map(|(_, a)| *a);
     let limits = Limits {
         max_message_bytes: usize::try_from(config.rtsp.max_request_bytes.0).unwrap_or(usize::MAX),
         max_headers: config.rtsp.max_headers,
@@ -164,18 +152,10 @@ async fn run_server(
         player_limits,
     );
     // A node's peer server, which other nodes copy its titles from.
-    let peer_listener = match config.cluster.as_ref().and_then(|c| c.peer_addr()) {
-        Some(addr) => Some(
-            crate::listener::bind(addr)
-                .with_context(|| format!("cannot listen for peers on {addr}"))?,
-        ),
-        None => None,
-    };
-    let peer_local = peer_listener
-        .as_ref()
-        .map(|l| l.local_addr().context("peer listener has no address"))
-        .transpose()?;
-    if let (Some(listener), Some(cluster)) = (peer_listener, config.cluster.as_ref()) {
+    let peer_listener =
+        listener::bind_optional(config.cluster.as_ref().and_then(|c| c.peer_addr()), "peers")?;
+    let peer_local = peer_listener.as_ref().map(|(_, a)| *a);
+    if let (Some((listener, _)), Some(cluster)) = (peer_listener, config.cluster.as_ref()) {
         let peer =
             node::peer::PeerServer::new(server.catalog.store().clone(), cluster.token.clone());
         tokio::spawn(admin::serve(listener, peer));
@@ -213,11 +193,11 @@ async fn run_server(
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let reloader = reload::Reloader::new(path, Arc::clone(&server), loaded);
     Arc::clone(&reloader).watch_sighup();
-    if let Some(http_listener) = http_listener {
+    if let Some((http_listener, _)) = http_listener {
         let viewer = http::Viewer::new(Arc::clone(&server), config.http.segment_cache.0);
         tokio::spawn(http::run(http_listener, viewer));
     }
-    if let Some(admin_listener) = admin_listener {
+    if let Some((admin_listener, _)) = admin_listener {
         tokio::spawn(admin::run(
             admin_listener,
             Arc::clone(&server),

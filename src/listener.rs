@@ -30,6 +30,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(backlog(somaxconn()))
 }
 
+/// Binds `addr` for `what` (named in the error), or nothing when the
+/// listener is off (`None`); with the address it is bound to (port 0 asks
+/// the OS for one).
+pub fn bind_optional(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<(TcpListener, SocketAddr)>> {
+    use anyhow::Context as _;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = bind(addr).with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("the {what} listener has no address"))?;
+    Ok(Some((listener, local)))
+}
+
 /// The next connection of `listener` (`what` names it in the log). An
 /// accept error (out of file descriptors and the like) is logged and
 /// retried 100 ms later: the server keeps serving whoever is connected.

@@ -102,25 +102,6 @@ fn statvfs_free(dir: &Path) -> usize {
         .unwrap_or_else(|| panic!("df output {out:?}"))
 }
 
-/// The video frame hashes of a direct pull of the `secs` title from an
-/// origin of its own.
-fn direct_pull(secs: u32) -> Vec<String> {
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
-    let video = framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
-    assert_eq!(video.len(), secs as usize * FRAME_RATE, "direct pull");
-    video
-}
-
-fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
-    assert!(
-        got == reference,
-        "{name}: {} frames vs {} direct; first difference at frame {:?}",
-        got.len(),
-        reference.len(),
-        got.iter().zip(reference).position(|(a, b)| a != b)
-    );
-}
-
 /// The store's presentations, as the admin API lists them.
 fn presentations(proxy: &Proxy) -> Vec<Value> {
     let answer = proxy.admin_get("/api/v1/presentations");

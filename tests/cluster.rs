@@ -27,46 +27,12 @@ use support::*;
 
 const FRAME_RATE: usize = 25;
 
-/// The mount every test cluster serves: `/o/...` → the origin's `/...`;
-/// titles are `/o/vod/NAME` (see [`titles_origin`]).
-fn mount(origin: &Origin) -> Mount {
-    Mount::new("/o", &origin.url("/")).transport("tcp")
-}
-
-/// The cache key of `/o/vod/NAME` (the origin URL, as `mounts.rs` keys it).
-fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
-}
-
 /// An origin serving the `secs` title at `/vod/NAME` for each of the names
 /// the tests here use: each a title (a cache key) of its own.
 fn titles_origin(secs: u32) -> Origin {
     Origin::start(OriginOpts::new().media(test_media(secs)).titles(&[
         "thirty", "a", "b", "c", "cap0", "cap1", "cap2", "cap3", "cap4", "cap5", "auth",
     ]))
-}
-
-fn title(name: &str) -> String {
-    format!("/o/vod/{name}")
-}
-
-/// Video frame hashes of a direct pull of the `secs` title from an origin
-/// of its own (so that the cluster's origin counts only the nodes' requests).
-fn direct_pull(secs: u32) -> Vec<String> {
-    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
-    let video = framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
-    assert_eq!(video.len(), secs as usize * FRAME_RATE, "direct pull");
-    video
-}
-
-fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
-    assert!(
-        got == reference,
-        "{name}: {} frames vs {} direct; first difference at frame {:?}",
-        got.len(),
-        reference.len(),
-        got.iter().zip(reference).position(|(a, b)| a != b)
-    );
 }
 
 /// `session started` lines in a node's log: the players it served.
@@ -87,8 +53,8 @@ fn sessions_started(node: &Node) -> usize {
 fn thirty_players_via_the_master_share_one_origin_play() {
     let secs = 6;
     let origin = titles_origin(secs);
-    let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
-    let url = cluster.master.url(&title("thirty"));
+    let cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| c);
+    let url = cluster.master.url(&cluster_title("thirty"));
     let reference = thread::spawn(move || direct_pull(secs));
 
     let results: Vec<Result<Option<Vec<String>>, String>> = thread::scope(|s| {
@@ -169,7 +135,7 @@ fn play_one(i: usize, url: &str, secs: u32) -> Result<Option<Vec<String>>, Strin
 fn titles_complete_on_one_node_send_their_players_there() {
     let secs = 4;
     let origin = titles_origin(secs);
-    let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
+    let cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| c);
     let names = ["a", "b", "c"];
 
     // Fill: one direct play per node, all at once.
@@ -180,7 +146,7 @@ fn titles_complete_on_one_node_send_their_players_there() {
             .zip(names)
             .map(|(node, name)| {
                 s.spawn(move || {
-                    let url = node.url(&title(name));
+                    let url = node.url(&cluster_title(name));
                     let video = framemd5(&url, Some("tcp"), "0:v", &[]);
                     node.wait_cached(&url, Duration::from_secs(20));
                     video
@@ -191,7 +157,9 @@ fn titles_complete_on_one_node_send_their_players_there() {
     });
     for (node, name) in cluster.nodes.iter().zip(names) {
         let held = poll_until(Duration::from_secs(10), || {
-            cluster.master.holds_complete(&key(&origin, name), &node.id)
+            cluster
+                .master
+                .holds_complete(&cluster_key(&origin, name), &node.id)
         });
         assert!(
             held,
@@ -205,16 +173,16 @@ fn titles_complete_on_one_node_send_their_players_there() {
 
     for ((node, name), filled) in cluster.nodes.iter().zip(names).zip(&filled) {
         for _ in 0..3 {
-            let redirect = cluster.master.describe(&title(name), &[]);
+            let redirect = cluster.master.describe(&cluster_title(name), &[]);
             assert_eq!(redirect.status, 302, "{redirect:?}");
             assert_eq!(
                 redirect.location.as_deref(),
-                Some(format!("{}{}", node.rtsp_url(), title(name)).as_str()),
+                Some(format!("{}{}", node.rtsp_url(), cluster_title(name)).as_str()),
                 "title {name} is held by {} only",
                 node.id
             );
         }
-        let url = cluster.master.url(&title(name));
+        let url = cluster.master.url(&cluster_title(name));
         thread::scope(|s| {
             let ffmpeg = s.spawn(|| framemd5(&url, Some("tcp"), "0:v", &[]));
             let gst = s.spawn(|| gst_play(&url, "tcp", None));
@@ -251,7 +219,7 @@ const CAP: usize = 25;
 fn no_node_above_its_cap_and_the_overflow_is_refused() {
     let secs = 10;
     let origin = titles_origin(secs);
-    let cluster = Cluster::start(&[mount(&origin)], 3, |c| {
+    let cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| {
         c.replace(
             "player_queue_packets = 2048\n",
             &format!("player_queue_packets = 2048\nmax_sessions = {CAP}\n"),
@@ -267,7 +235,7 @@ fn no_node_above_its_cap_and_the_overflow_is_refused() {
         let pulls: Vec<_> = (0..60)
             .map(|i| {
                 thread::sleep(Duration::from_millis(50));
-                let url = cluster.master.url(&title(&format!("cap{}", i % 6)));
+                let url = cluster.master.url(&cluster_title(&format!("cap{}", i % 6)));
                 s.spawn(move || ffmpeg_pull(&url, "tcp", secs))
             })
             .collect();
@@ -277,7 +245,10 @@ fn no_node_above_its_cap_and_the_overflow_is_refused() {
         });
         let mut holders = Vec::new();
         for i in 0..20 {
-            holders.push(hold_a_session(&cluster, &title(&format!("cap{}", i % 6))));
+            holders.push(hold_a_session(
+                &cluster,
+                &cluster_title(&format!("cap{}", i % 6)),
+            ));
         }
         let pulls: Vec<Pull> = pulls.into_iter().map(|p| p.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
@@ -406,9 +377,9 @@ fn a_mount_with_users_is_protected_at_the_master_and_at_the_node() {
     let origin = titles_origin(secs);
     let users = hash_password_lines(None, USER, PASSWORD);
     let protected =
-        mount(&origin).extra(&format!("auth_schemes = [\"basic\", \"digest\"]\n{users}"));
+        cluster_mount(&origin).extra(&format!("auth_schemes = [\"basic\", \"digest\"]\n{users}"));
     let cluster = Cluster::start(&[protected], 3, |c| c);
-    let path = title("auth");
+    let path = cluster_title("auth");
 
     let anonymous = cluster.master.describe(&path, &[]);
     assert_eq!(anonymous.status, 401, "{anonymous:?}");

@@ -26,19 +26,6 @@ use support::*;
 const FRAME_RATE: usize = 25;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn mount(origin: &Origin) -> Mount {
-    Mount::new("/o", &origin.url("/")).transport("tcp")
-}
-
-/// The cache key of `/o/vod/NAME`.
-fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
-}
-
-fn title(name: &str) -> String {
-    format!("/o/vod/{name}")
-}
-
 /// A source node: at most one player from the master, a segment every
 /// 2 s.
 fn source(id: &'static str) -> NodeSetup {
@@ -77,12 +64,12 @@ fn a_full_holder_s_title_is_copied_to_the_node_the_master_picks() {
         segment_secs: 60,
     };
     let cluster = copy_cluster(
-        &[mount(&origin)],
+        &[cluster_mount(&origin)],
         "",
         &[source("node-1"), NodeSetup::peer("node-2"), no_room],
     );
     let (a, b) = (cluster.node("node-1"), cluster.node("node-2"));
-    let (path, k) = (title("one"), key(&origin, "one"));
+    let (path, k) = (cluster_title("one"), cluster_key(&origin, "one"));
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1"], &path, &k);
     let describes = origin.requests("DESCRIBE").len();
     let plays = origin.requests("PLAY").len();
@@ -177,7 +164,7 @@ fn copies_keep_to_the_link_cap_and_share_a_source_s_copy_egress() {
     let media = noisy_media(SECS, MBPS);
     let origin = Origin::start(OriginOpts::new().media(&media).titles(&["x", "y"]));
     let cluster = copy_cluster(
-        &[mount(&origin)],
+        &[cluster_mount(&origin)],
         "copy_link_bps = 20000000\n",
         &[
             NodeSetup::peer("node-1")
@@ -189,8 +176,8 @@ fn copies_keep_to_the_link_cap_and_share_a_source_s_copy_egress() {
     );
     let master = &cluster.master;
     let a = cluster.node("node-1");
-    let (x, y) = (title("x"), title("y"));
-    let (kx, ky) = (key(&origin, "x"), key(&origin, "y"));
+    let (x, y) = (cluster_title("x"), cluster_title("y"));
+    let (kx, ky) = (cluster_key(&origin, "x"), cluster_key(&origin, "y"));
     thread::scope(|s| {
         for path in [&x, &y] {
             s.spawn(move || {
@@ -352,7 +339,7 @@ fn two_sources_give_disjoint_parts_of_a_title() {
         thread::spawn(move || reference_video(&media, secs as usize * FRAME_RATE))
     };
     let cluster = copy_cluster(
-        &[mount(&origin)],
+        &[cluster_mount(&origin)],
         "",
         &[
             source("node-1"),
@@ -360,7 +347,7 @@ fn two_sources_give_disjoint_parts_of_a_title() {
             source("node-3"),
         ],
     );
-    let (path, k) = (title("two"), key(&origin, "two"));
+    let (path, k) = (cluster_title("two"), cluster_key(&origin, "two"));
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1", "node-3"], &path, &k);
     let describes = origin.requests("DESCRIBE").len();
     let plays = origin.requests("PLAY").len();

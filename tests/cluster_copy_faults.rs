@@ -26,18 +26,6 @@ const SECS: u32 = 10;
 const FRAME_RATE: usize = 25;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn mount(origin: &Origin) -> Mount {
-    Mount::new("/o", &origin.url("/")).transport("tcp")
-}
-
-fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
-}
-
-fn title(name: &str) -> String {
-    format!("/o/vod/{name}")
-}
-
 fn source(id: &'static str) -> NodeSetup {
     NodeSetup::peer(id).with("max_sessions = 1").segment_secs(2)
 }
@@ -50,7 +38,7 @@ fn setup(name: &str, master_lines: &str) -> (Origin, thread::JoinHandle<Vec<Stri
     let origin = Origin::start(OriginOpts::new().media(&media).titles(&[name]));
     let reference = thread::spawn(move || reference_video(&media, SECS as usize * FRAME_RATE));
     let cluster = copy_cluster(
-        &[mount(&origin)],
+        &[cluster_mount(&origin)],
         master_lines,
         &[
             source("node-1"),
@@ -71,7 +59,7 @@ fn setup(name: &str, master_lines: &str) -> (Origin, thread::JoinHandle<Vec<Stri
 #[test]
 fn bytes_flipped_on_the_source_are_refused_and_refetched_from_the_third_node() {
     let (origin, reference, cluster) = setup("flip", "");
-    let (path, k) = (title("flip"), key(&origin, "flip"));
+    let (path, k) = (cluster_title("flip"), cluster_key(&origin, "flip"));
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1", "node-3"], &path, &k);
     let a = cluster.node("node-1");
     let dir = a.title_dir(&k);
@@ -183,7 +171,7 @@ fn a_source_killed_mid_gop_is_resumed_without_losing_frames() {
 /// The kill -9 scenario, A killed once B holds more than `after` s of it.
 fn killed_mid_copy(after: f64) {
     let (origin, reference, mut cluster) = setup("kill", "copy_link_bps = 400000\n");
-    let (path, k) = (title("kill"), key(&origin, "kill"));
+    let (path, k) = (cluster_title("kill"), cluster_key(&origin, "kill"));
     // C stays full (its session held): A killed, B is the one with room.
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1", "node-3"], &path, &k);
     let describes = origin.requests("DESCRIBE").len();

@@ -24,14 +24,6 @@ use support::*;
 
 const FRAME_RATE: u64 = 25;
 
-fn mount(origin: &Origin) -> Mount {
-    Mount::new("/o", &origin.url("/")).transport("tcp")
-}
-
-fn key(origin: &Origin, name: &str) -> String {
-    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
-}
-
 /// An origin serving the `secs` title at `/vod/NAME` for each of the names
 /// the tests here use: each a title (a cache key) of its own.
 fn titles_origin(secs: u32) -> Origin {
@@ -40,10 +32,6 @@ fn titles_origin(secs: u32) -> Origin {
             .media(test_media(secs))
             .titles(&["k", "other", "m", "direct", "after"]),
     )
-}
-
-fn title(name: &str) -> String {
-    format!("/o/vod/{name}")
 }
 
 /// The node a DESCRIBE of `path` at the master is sent to (its id).
@@ -76,8 +64,8 @@ fn down_window() -> Duration {
 fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
     let secs = 4;
     let origin = titles_origin(secs);
-    let mut cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
-    let path = title("k");
+    let mut cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| c);
+    let path = cluster_title("k");
     let url = cluster.master.url(&path);
 
     let counted = ffprobe_count_frames(&url, "tcp", None);
@@ -100,7 +88,7 @@ fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
             "a player was sent to the dead node"
         );
     }
-    let elsewhere = ffprobe_count_frames(&cluster.master.url(&title("other")), "tcp", None);
+    let elsewhere = ffprobe_count_frames(&cluster.master.url(&cluster_title("other")), "tcp", None);
     assert_eq!(
         elsewhere.video,
         u64::from(secs) * FRAME_RATE,
@@ -113,7 +101,9 @@ fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
         .master
         .wait_health(&x, "up", Duration::from_secs(15));
     let known = poll_until(Duration::from_secs(5), || {
-        cluster.master.holds_complete(&key(&origin, "k"), &x)
+        cluster
+            .master
+            .holds_complete(&cluster_key(&origin, "k"), &x)
     });
     assert!(
         known,
@@ -144,8 +134,8 @@ fn a_killed_node_is_down_in_time_and_used_again_after_a_restart() {
 fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
     let secs = 10;
     let origin = titles_origin(secs);
-    let mut cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
-    let path = title("m");
+    let mut cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| c);
+    let path = cluster_title("m");
     let url = cluster.master.url(&path);
 
     let (frames, holder) = thread::scope(|s| {
@@ -160,7 +150,8 @@ fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
         .expect("the player never reached a node");
         cluster.master.kill9();
         // Without a master, a node still serves a player who comes to it.
-        let direct = ffprobe_count_frames(&cluster.nodes[0].url(&title("direct")), "tcp", None);
+        let direct =
+            ffprobe_count_frames(&cluster.nodes[0].url(&cluster_title("direct")), "tcp", None);
         assert_eq!(direct.video, u64::from(secs) * FRAME_RATE, "{direct:?}");
         (player.join().unwrap(), holder)
     });
@@ -173,7 +164,9 @@ fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
     cluster.master.restart();
     cluster.master.wait_nodes_up(3, Duration::from_secs(20));
     let rebuilt = poll_until(REPORT_PERIOD * 3 + Duration::from_secs(2), || {
-        cluster.master.holds_complete(&key(&origin, "m"), &holder)
+        cluster
+            .master
+            .holds_complete(&cluster_key(&origin, "m"), &holder)
     });
     assert!(
         rebuilt,
@@ -203,13 +196,13 @@ fn the_nodes_keep_serving_without_the_master_which_rebuilds_its_map() {
 fn bad_peers_on_the_control_port_are_refused_and_harm_nothing() {
     let secs = 4;
     let origin = titles_origin(secs);
-    let cluster = Cluster::start(&[mount(&origin)], 3, |c| c);
+    let cluster = Cluster::start(&[cluster_mount(&origin)], 3, |c| c);
     let control = cluster.master.control_port();
 
     // A node with the wrong token.
     let cache = temp_dir();
     let bad_node = Proxy::start(
-        &(Proxy::config(cache.path(), &[mount(&origin)])
+        &(Proxy::config(cache.path(), &[cluster_mount(&origin)])
             + &cluster_section(&cluster.master.control_url(), "intruder")
                 .replace(CLUSTER_TOKEN, "not-the-cluster-token-at-all")),
     );
@@ -304,7 +297,7 @@ fn bad_peers_on_the_control_port_are_refused_and_harm_nothing() {
     for node in &cluster.nodes {
         assert_eq!(cluster.master.health(&node.id).as_deref(), Some("up"));
     }
-    let played = ffprobe_count_frames(&cluster.master.url(&title("after")), "tcp", None);
+    let played = ffprobe_count_frames(&cluster.master.url(&cluster_title("after")), "tcp", None);
     assert_eq!(played.video, u64::from(secs) * FRAME_RATE, "{played:?}");
 }
 

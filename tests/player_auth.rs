@@ -16,28 +16,6 @@ const VOD_SECS: u32 = 4;
 const USER: &str = "viewer";
 const PASSWORD: &str = "s3cret-Pl4yer";
 
-/// `streamcache hash-password [--realm R] USER` with the password on stdin.
-fn hash_password(realm: Option<&str>, user: &str, password: &str) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamcache"));
-    cmd.arg("hash-password");
-    if let Some(realm) = realm {
-        cmd.args(["--realm", realm]);
-    }
-    let mut child = cmd
-        .arg(user)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn streamcache hash-password");
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "hash-password failed: {out:?}");
-    assert!(!stdout.contains(password), "{stdout}");
-    stdout
-}
-
 /// A proxy with one mount `/o` on `origin`, protected by `extra` (the mount
 /// keys and `[[mount.user]]` tables appended after the mount).
 fn protected_proxy(origin: &Origin, extra: &str) -> (Proxy, tempfile::TempDir) {
@@ -66,7 +44,7 @@ fn session_lines(proxy: &Proxy, what: &str) -> Vec<String> {
 #[test]
 fn ffprobe_digest_in_the_url_and_session_log_lines() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(None, USER, PASSWORD);
+    let users = hash_password_lines(None, USER, PASSWORD);
     let (proxy, _cache) = protected_proxy(&origin, &users);
     let url = proxy.url("/o/vod");
 
@@ -144,7 +122,7 @@ fn field_value<'a>(line: &'a str, name: &str) -> &'a str {
 #[test]
 fn gst_launch_rtspsrc_user_id_and_user_pw() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(None, USER, PASSWORD);
+    let users = hash_password_lines(None, USER, PASSWORD);
     let (proxy, _cache) = protected_proxy(&origin, &users);
     let url = proxy.url("/o/vod");
 
@@ -190,7 +168,7 @@ fn gst_launch_rtspsrc_user_id_and_user_pw() {
 #[test]
 fn basic_and_challenges_on_the_wire() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(Some("Front door"), USER, PASSWORD);
+    let users = hash_password_lines(Some("Front door"), USER, PASSWORD);
     let extra = format!("realm = \"Front door\"\nauth_schemes = [\"basic\", \"digest\"]\n{users}");
     let (proxy, _cache) = protected_proxy(&origin, &extra);
     let url = proxy.url("/o/vod");
@@ -246,7 +224,7 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
     use streamcache_rtsp::auth::{parse_challenges, ClientAuth, Credentials};
 
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(None, USER, PASSWORD);
+    let users = hash_password_lines(None, USER, PASSWORD);
     let cache = temp_dir();
     let config = Proxy::config(
         cache.path(),
@@ -320,7 +298,7 @@ fn a_session_id_does_not_bypass_a_protected_mount() {
 #[test]
 fn ffprobe_basic_only_mount() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(None, USER, PASSWORD);
+    let users = hash_password_lines(None, USER, PASSWORD);
     let (proxy, _cache) = protected_proxy(&origin, &format!("auth_schemes = [\"basic\"]\n{users}"));
     let url = proxy.url("/o/vod");
     let mut conn = RtspConn::connect(proxy.port());
@@ -414,7 +392,7 @@ fn hash_password_refuses_bad_input() {
 #[test]
 fn a_reload_puts_a_changed_user_list_in_force() {
     let origin = Origin::start(OriginOpts::new().media(test_media(VOD_SECS)));
-    let users = hash_password(None, USER, PASSWORD);
+    let users = hash_password_lines(None, USER, PASSWORD);
     let extra = format!("auth_schemes = [\"basic\", \"digest\"]\n{users}");
     let (proxy, _cache) = protected_proxy(&origin, &extra);
     let url = proxy.url("/o/vod");
@@ -430,7 +408,7 @@ fn a_reload_puts_a_changed_user_list_in_force() {
 
     let config = std::fs::read_to_string(proxy.config_path()).unwrap();
     assert!(config.contains(&users), "{config}");
-    let changed = config.replace(&users, &hash_password(None, USER, "n3w-Pl4yer"));
+    let changed = config.replace(&users, &hash_password_lines(None, USER, "n3w-Pl4yer"));
     std::fs::write(proxy.config_path(), changed).unwrap();
     proxy.hangup();
     assert!(
@@ -462,8 +440,8 @@ fn a_users_only_reload_keeps_players_and_applies_to_their_next_request() {
     const PLAY_SECS: u32 = 20;
     let wait = Duration::from_secs(30);
     let origin = Origin::start(OriginOpts::new());
-    let first = hash_password(None, USER, PASSWORD);
-    let second = hash_password(None, OTHER, OTHER_PASSWORD);
+    let first = hash_password_lines(None, USER, PASSWORD);
+    let second = hash_password_lines(None, OTHER, OTHER_PASSWORD);
     let cache = temp_dir();
     let mounts = [
         Mount::new("/open", &origin.url("/")),

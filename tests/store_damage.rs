@@ -20,7 +20,6 @@ use serde_json::Value;
 use support::*;
 
 const SECS: u32 = 10;
-const FRAME_RATE: usize = 25;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An origin serving one title at `/vod`, and a proxy (restartable) with its
@@ -151,25 +150,6 @@ fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// What a direct pull of the title decodes to (its own origin, so that the
-/// rig's origin counts only the proxy's requests).
-fn direct_pull() -> Vec<String> {
-    let origin = Origin::start(OriginOpts::new().media(test_media(SECS)));
-    let video = framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
-    assert_eq!(video.len(), SECS as usize * FRAME_RATE, "direct pull");
-    video
-}
-
-fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
-    assert!(
-        got == reference,
-        "{name}: {} frames vs {} direct; first difference at frame {:?}",
-        got.len(),
-        reference.len(),
-        got.iter().zip(reference).position(|(a, b)| a != b)
-    );
-}
-
 /// Records the whole title through the proxy (checked against the direct
 /// pull), then stops the daemon.
 fn recorded_then_stopped(reference: &[String]) -> Rig {
@@ -214,7 +194,7 @@ fn refilled_after_restart(rig: &mut Rig, reference: &[String]) {
 /// Case 2: a sealed segment cut short.
 #[test]
 fn a_truncated_segment_makes_the_title_partial_and_is_refilled() {
-    let reference = thread::spawn(direct_pull);
+    let reference = thread::spawn(|| direct_pull(SECS));
     let reference = reference.join().unwrap();
     let mut rig = recorded_then_stopped(&reference);
     let segment = rig.segment();
@@ -237,7 +217,7 @@ fn a_truncated_segment_makes_the_title_partial_and_is_refilled() {
 /// Case 3: 16 bytes flipped in the middle of a sealed segment.
 #[test]
 fn a_corrupt_record_is_cut_out_and_refilled() {
-    let reference = thread::spawn(direct_pull).join().unwrap();
+    let reference = thread::spawn(|| direct_pull(SECS)).join().unwrap();
     let mut rig = recorded_then_stopped(&reference);
     let segment = rig.segment();
     flip_middle(&segment, 0x5a);
@@ -253,7 +233,7 @@ fn a_corrupt_record_is_cut_out_and_refilled() {
 /// the title is fetched anew, whole.
 #[test]
 fn segments_without_metadata_are_reclaimed_and_the_title_fetched_anew() {
-    let reference = thread::spawn(direct_pull).join().unwrap();
+    let reference = thread::spawn(|| direct_pull(SECS)).join().unwrap();
     let mut rig = recorded_then_stopped(&reference);
     let orphan = rig.title_dir();
     fs::remove_file(orphan.join("meta.json")).unwrap();
@@ -279,7 +259,7 @@ fn segments_without_metadata_are_reclaimed_and_the_title_fetched_anew() {
 /// whole, never half-served: the title is fetched anew.
 #[test]
 fn metadata_contradicting_its_sdp_is_refused_and_the_title_fetched_anew() {
-    let reference = thread::spawn(direct_pull).join().unwrap();
+    let reference = thread::spawn(|| direct_pull(SECS)).join().unwrap();
     let mut rig = recorded_then_stopped(&reference);
     let meta_path = rig.title_dir().join("meta.json");
     let mut meta: Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
@@ -317,7 +297,7 @@ fn verify_of_an_unknown_title_fails() {
 /// frame-identical, the damaged part fetched from the origin.
 #[test]
 fn damage_found_while_playing_is_counted_logged_once_and_refilled() {
-    let reference = thread::spawn(direct_pull).join().unwrap();
+    let reference = thread::spawn(|| direct_pull(SECS)).join().unwrap();
     let rig = Rig::start();
     let first = framemd5(&rig.url(), Some("tcp"), "0:v", &[]);
     assert_same_video("the recording play", &first, &reference);

@@ -23,7 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -55,12 +54,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// …once the exchange in progress, if any, has ended within this one.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Binds the admin listener (with a backlog for bursts).
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    crate::listener::bind(addr)
-        .with_context(|| format!("cannot listen for the admin API on {addr}"))
-}
 
 /// What answers the requests of an admin listener: the proxy's API
 /// ([`Admin`]) or the cluster master's.

@@ -28,11 +28,9 @@ pub mod title;
 mod vod;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -72,11 +70,6 @@ impl Viewer {
             live: Arc::default(),
         })
     }
-}
-
-/// Binds the viewers' listener.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    crate::listener::bind(addr).with_context(|| format!("cannot listen for HTTP viewers on {addr}"))
 }
 
 /// Serves viewers until the task is dropped.

@@ -326,10 +326,7 @@ fn apply(state: &MasterState, node: &str, message: pb::Envelope) {
             state.delta(node, holds(inventory.titles));
         }
         Some(Body::Delta(delta)) => {
-            let holds = delta.holds.iter().map(|t| Delta::Holds {
-                key: t.key.clone(),
-                held: held_of(t),
-            });
+            let holds = holds(delta.holds).into_iter();
             let dropped = delta.dropped.into_iter().map(|key| Delta::Dropped { key });
             state.delta(node, holds.chain(dropped).collect());
         }

@@ -79,22 +79,14 @@ async fn serve(
     for mount in mounts.iter() {
         info!(path = %mount.path, origin = %mount.origin, "mount");
     }
-    let bind = |addr: Option<SocketAddr>, what: &str| {
-        let addr = addr.with_context(|| format!("master.{what} is not an address"))?;
-        listener::bind(addr).with_context(|| format!("cannot listen ({what}) on {addr}"))
+    let bound = |addr: Option<SocketAddr>, key: &str| {
+        listener::bind_optional(addr, &format!("master.{key}"))?
+            .with_context(|| format!("master.{key} is not an address"))
     };
-    let rtsp = bind(master.listen_addr(), "listen")?;
-    let control = bind(master.control_addr(), "control_listen")?;
-    let admin_listener = match config.admin.listen_addr() {
-        Some(addr) => Some(crate::admin::bind(addr).await?),
-        None => None,
-    };
-    let rtsp_local = rtsp.local_addr().context("listener has no address")?;
-    let control_local = control.local_addr().context("listener has no address")?;
-    let admin_local = admin_listener
-        .as_ref()
-        .map(|l| l.local_addr().context("admin listener has no address"))
-        .transpose()?;
+    let (rtsp, rtsp_local) = bound(master.listen_addr(), "listen")?;
+    let (control, control_local) = bound(master.control_addr(), "control_listen")?;
+    let admin_listener = listener::bind_optional(config.admin.listen_addr(), "the admin API")?;
+    let admin_local = admin_listener.as_ref().map(|(_, a)| *a);
     tokio::spawn(control::run(
         control,
         Arc::clone(&state),
@@ -113,7 +105,7 @@ async fn serve(
         master.retry_after_secs,
     );
     tokio::spawn(redirect::run(rtsp, Arc::new(redirector)));
-    if let Some(listener) = admin_listener {
+    if let Some((listener, _)) = admin_listener {
         tokio::spawn(crate::admin::serve(
             listener,
             Arc::new(admin::MasterAdmin {

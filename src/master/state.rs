@@ -213,6 +213,9 @@ impl MasterState {
         self.lock().membership.report(node, sample, now)
     }
 
+    /// A node's full inventory at once (the control stream applies one in
+    /// chunks: [`MasterState::forget_inventory`], then deltas).
+    #[cfg(test)]
     pub fn inventory(&self, node: &str, titles: Vec<(String, Held)>) {
         self.lock().content.replace_inventory(node, titles);
     }

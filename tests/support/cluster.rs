@@ -4,10 +4,9 @@
 //! same id and cache directory); the master's admin API and a raw DESCRIBE
 //! to its RTSP port.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use serde_json::Value;
 
 use super::admin_client::{admin_request, AdminResponse};
 use super::net::loopback_url;
+use super::origin::Origin;
 use super::processes::{kill_group, Lines};
 use super::proxy::{mounts_toml, start_daemon, Mount, Proxy};
 use super::rtsp_client::{RtspConn, RtspMessage};
@@ -423,23 +423,18 @@ pub fn poll_until(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// The `[[mount.user]]` lines `streamcache hash-password [--realm R] USER`
-/// prints for `password` (given on its stdin).
-pub fn hash_password_lines(realm: Option<&str>, user: &str, password: &str) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamcache"));
-    cmd.arg("hash-password");
-    if let Some(realm) = realm {
-        cmd.args(["--realm", realm]);
-    }
-    let mut child = cmd
-        .arg(user)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn streamcache hash-password");
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hash-password failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The mount every test cluster serves: `/o/...` → the origin's `/...`;
+/// titles are `/o/vod/NAME` (the origin's `.titles(...)`).
+pub fn cluster_mount(origin: &Origin) -> Mount {
+    Mount::new("/o", &origin.url("/")).transport("tcp")
+}
+
+/// The cache key of `/o/vod/NAME` (the origin URL, as `mounts.rs` keys it).
+pub fn cluster_key(origin: &Origin, name: &str) -> String {
+    format!("rtsp://127.0.0.1:{}/vod/{name}", origin.port())
+}
+
+/// The path of title NAME under [`cluster_mount`].
+pub fn cluster_title(name: &str) -> String {
+    format!("/o/vod/{name}")
 }

@@ -86,6 +86,29 @@ pub fn test_media_h265(secs: u32) -> PathBuf {
     test_media_of(secs, "h265")
 }
 
+/// Frames per second of the test titles ([`test_media`]).
+pub const TEST_MEDIA_FPS: usize = 25;
+
+/// Video frame hashes of a direct pull of the `secs` title from an origin
+/// of its own (so that a test's origin counts only the proxy's requests).
+pub fn direct_pull(secs: u32) -> Vec<String> {
+    let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
+    let video = framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
+    assert_eq!(video.len(), secs as usize * TEST_MEDIA_FPS, "direct pull");
+    video
+}
+
+/// `got` and `reference` are the same frames; names the first that differs.
+pub fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
+    assert!(
+        got == reference,
+        "{name}: {} frames vs {} direct; first difference at frame {:?}",
+        got.len(),
+        reference.len(),
+        got.iter().zip(reference).position(|(a, b)| a != b)
+    );
+}
+
 fn test_media_of(secs: u32, codec: &str) -> PathBuf {
     static MAKING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,7 @@
 //! The real `streamcache serve` daemon with a generated config, on ports
 //! the OS picks.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -407,4 +408,27 @@ pub(super) fn start_daemon(
         lines,
         ready,
     }
+}
+
+/// The `[[mount.user]]` lines `streamcache hash-password [--realm R] USER`
+/// prints for `password` (given on its stdin).
+pub fn hash_password_lines(realm: Option<&str>, user: &str, password: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamcache"));
+    cmd.arg("hash-password");
+    if let Some(realm) = realm {
+        cmd.args(["--realm", realm]);
+    }
+    let mut child = cmd
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn streamcache hash-password");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-password failed: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!stdout.contains(password), "{stdout}");
+    stdout
 }

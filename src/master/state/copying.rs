@@ -224,12 +224,14 @@ impl MasterState {
         now: Instant,
     ) -> (Vec<CopyOrder>, Vec<RateChange>) {
         let mut inner = self.lock();
+        // Nobody holds it (the common case of an uncached title): nothing
+        // to plan, and nothing computed on the players' path.
+        let Some(holders) = inner.content.holders(key) else {
+            return (Vec::new(), Vec::new());
+        };
         // Anything of it there (a fill from the origin, a live relay) or
         // coming: the node's one writer of the title is taken.
-        let held_here = inner
-            .content
-            .holders(key)
-            .is_some_and(|h| h.contains_key(destination));
+        let held_here = holders.contains_key(destination);
         let filling_here = inner
             .filling
             .get(key)
