@@ -244,8 +244,10 @@ impl RtspConn {
         }
     }
 
-    /// Whether the server closes the connection within `limit` (data that
-    /// arrives meanwhile is read and dropped).
+    /// Whether the server closes the connection within `limit`. What
+    /// arrives meanwhile is dropped whole message by whole packet, so the
+    /// framing of what follows stays intact (a partial packet stays
+    /// buffered for the next read).
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut chunk = [0u8; 4096];
@@ -256,7 +258,20 @@ impl RtspConn {
             self.set_read_timeout(left.max(Duration::from_millis(1)));
             match self.stream.read(&mut chunk) {
                 Ok(0) => break true,
-                Ok(_) => {}
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    loop {
+                        match self.parse_buffered() {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            // Garbage that never frames is dropped as a whole.
+                            Err(_) => {
+                                self.buf.clear();
+                                break;
+                            }
+                        }
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
