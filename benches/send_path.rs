@@ -1,7 +1,7 @@
 //! The per-packet send path of store playback: records read from the mapped
 //! segments, renumbered for the player, framed for TCP interleaved and handed
-//! to the connection's writer task — everything but the socket (the writer
-//! writes into a sink that only counts).
+//! to the connection's writer — everything but the socket (the writer writes
+//! into a stand-in that only counts).
 //!
 //! One iteration plays a whole 10 s title through [`Playback`] on a tokio
 //! runtime whose clock is paused: the runtime jumps to each next due time as
@@ -20,19 +20,19 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::pin::Pin;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use streamcache::playback::{Control, Playback};
-use streamcache::serve::bench_support::{write_loop, PlayerSink, TrackDelivery};
+use streamcache::serve::bench_support::{ConnWriter, PlayerSink, TrackDelivery, WriteSocket};
 use streamcache_cache::{
     Metadata, Npt, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
     TrackMeta,
 };
-use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 
 /// Counts every allocation (and reallocation) of the process.
@@ -126,31 +126,28 @@ fn write_title(store: &Store, key: &str, kbps: u64) -> u64 {
 
 /// The player's socket: counts bytes and tells when the BYE went out.
 struct Counter {
-    bytes: u64,
-    done: Option<oneshot::Sender<u64>>,
+    state: Mutex<(u64, Option<oneshot::Sender<u64>>)>,
 }
 
-impl AsyncWrite for Counter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.bytes += buf.len() as u64;
-        // The last frame of the batch is an RTCP RR+BYE (16 bytes + `$`
-        // header): playback is over.
-        let n = buf.len();
-        if n >= 20 && buf[n - 20] == b'$' && buf[n - 7] == 203 {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(self.bytes);
+impl WriteSocket for Counter {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut state = self.state.lock().expect("counter");
+        let n: usize = bufs.iter().map(|b| b.len()).sum();
+        state.0 += n as u64;
+        // The last frame written is an RTCP RR+BYE (16 bytes + `$` header):
+        // playback is over.
+        if let Some(last) = bufs.iter().rev().find(|b| !b.is_empty()) {
+            let len = last.len();
+            if len >= 20 && last[len - 20] == b'$' && last[len - 7] == 203 {
+                if let Some(done) = state.1.take() {
+                    let _ = done.send(state.0);
+                }
             }
         }
-        Poll::Ready(Ok(n))
+        Ok(n)
     }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+
+    fn poll_writable(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
@@ -159,26 +156,20 @@ impl AsyncWrite for Counter {
 fn play(rt: &tokio::runtime::Runtime, store: &Store, key: &str) -> u64 {
     rt.block_on(async {
         let reader = store.open_reader(key).expect("open").expect("held");
-        let (out, queue) = mpsc::channel(256);
         let (done_tx, done_rx) = oneshot::channel();
-        let writer = tokio::spawn(write_loop(
-            Counter {
-                bytes: 0,
-                done: Some(done_tx),
-            },
-            queue,
-        ));
+        let (out, writer) = ConnWriter::spawn(Counter {
+            state: Mutex::new((0, Some(done_tx))),
+        });
         let tracks: BTreeMap<usize, TrackDelivery> = (0..2u8)
             .map(|t| {
                 let delivery = TrackDelivery::Interleaved {
                     rtp: 2 * t,
                     rtcp: 2 * t + 1,
-                    out: out.clone(),
+                    out: Arc::clone(&out),
                 };
                 (usize::from(t), delivery)
             })
             .collect();
-        drop(out);
         let playback = Playback::new(
             reader,
             &[(0, 90_000), (1, 48_000)],
@@ -200,6 +191,7 @@ fn play(rt: &tokio::runtime::Runtime, store: &Store, key: &str) -> u64 {
         let bytes = done_rx.await.expect("played to the end");
         drop(control);
         task.await.expect("playback");
+        out.close();
         writer.await.expect("writer");
         bytes
     })

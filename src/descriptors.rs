@@ -164,6 +164,7 @@ mod tests {
             max_sessions_per_ip: per_ip,
             max_connections: connections,
             idle_connection: Duration::from_secs(60),
+            write_ticks: crate::timing::WriteTicks::OFF,
         }
     }
 

@@ -160,6 +160,12 @@ impl RtspConfig {
                 format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
+        if self.merge_writes_ms > MAX_MERGE_WRITES_MS {
+            found.add(
+                "rtsp.merge_writes_ms",
+                format!("must be between 0 and {MAX_MERGE_WRITES_MS}"),
+            );
+        }
     }
 }
 

@@ -105,6 +105,9 @@ pub struct RtspConfig {
     pub max_connections: Spanned<usize>,
     /// A connection with no session that sends no request for this long is closed.
     pub idle_connection_secs: Spanned<u64>,
+    /// Media due within one interval of this many ms leaves in one write
+    /// per player (0: every due time at once).
+    pub merge_writes_ms: u64,
 }
 
 impl Default for RtspConfig {
@@ -119,9 +122,15 @@ impl Default for RtspConfig {
             max_sessions_per_ip: Spanned::new(0..0, 1000),
             max_connections: Spanned::new(0..0, 8000),
             idle_connection_secs: Spanned::new(0..0, 60),
+            merge_writes_ms: DEFAULT_MERGE_WRITES_MS,
         }
     }
 }
+
+/// See `[rtsp] merge_writes_ms` in etc/streamcache.toml.
+pub const DEFAULT_MERGE_WRITES_MS: u64 = 0;
+/// Above this, players' jitter buffers would have to hide the merging.
+pub const MAX_MERGE_WRITES_MS: u64 = 200;
 
 /// The longest session or idle-connection timeout, or hub linger (a day):
 /// deadlines are computed as `now + timeout`, which must not overflow the

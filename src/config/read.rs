@@ -125,6 +125,7 @@ impl<'t> Reader<'t> {
                     max_sessions_per_ip,
                     max_connections,
                     idle_connection_secs,
+                    merge_writes_ms,
                 ]
             );
         }

@@ -163,6 +163,17 @@ fn secrets_of_the_wrong_type_are_not_echoed() {
 }
 
 #[test]
+fn merged_writes_are_off_by_default_and_bounded() {
+    let config = Config::parse("").expect("empty is valid");
+    assert_eq!(config.rtsp.merge_writes_ms, 0);
+    let config = Config::parse("[rtsp]\nmerge_writes_ms = 20\n").expect("valid");
+    assert_eq!(config.rtsp.merge_writes_ms, 20);
+    let problems = Config::parse("[rtsp]\nmerge_writes_ms = 201\n").expect_err("too long");
+    let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(got, vec![("rtsp.merge_writes_ms", Some(2))]);
+}
+
+#[test]
 fn player_auth_defaults_and_limits() {
     let text = "[rtsp]\nmax_sessions = 0\nidle_connection_secs = 0\n";
     let problems = Config::parse(text).expect_err("zero limits");

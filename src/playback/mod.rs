@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::hub::{Hub, TailCursor, TailRead};
-use crate::timing::sleep_until_opt;
+use crate::timing::{sleep_until_opt, WriteTicks};
 
 pub use renumber::TrackNumbering;
 pub use schedule::Schedule;
@@ -100,6 +100,9 @@ const BATCH_PACKETS: usize = 512;
 /// How often a caught-up cursor looks again for records the writer added.
 const TAIL_POLL: Duration = Duration::from_millis(20);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The most sent at once ahead of the first keyframe on a PLAY from the
+/// start (see [`Playback::first_keyframe_lead`]).
+const MAX_LEAD: Npt = Npt::from_millis(500);
 /// How long after the last packet the BYE follows. Sent at once, a UDP
 /// player can read the BYE (RTCP port) before the last packets (RTP port)
 /// and stop without them: ffmpeg lost the title's last audio frame so.
@@ -120,6 +123,10 @@ pub struct Playback<S: Sink> {
     until: Option<Npt>,
     /// npt where playback stands while paused.
     position: Npt,
+    /// How far past `position` the clock starts on the next start: a PLAY
+    /// from the very start sends what precedes the first keyframe (audio
+    /// recorded ahead of it) at once, and the keyframe without waiting.
+    lead: Npt,
     next_report: Instant,
     /// Everything was sent: when the BYE goes.
     bye_at: Option<Instant>,
@@ -133,6 +140,8 @@ pub struct Playback<S: Sink> {
     feed: Option<TailCursor>,
     /// The tail is over (or lost): nothing more to send.
     feed_over: bool,
+    /// Merged writes: the ticks sends wait for.
+    ticks: WriteTicks,
 }
 
 /// Splicing recording runs. An interrupted recording and the fill that
@@ -211,6 +220,7 @@ impl<S: Sink> Playback<S> {
             packet: Vec::new(),
             until: None,
             position: Npt::ZERO,
+            lead: Npt::ZERO,
             next_report: Instant::now(),
             bye_at: None,
             last_sent: BTreeMap::new(),
@@ -218,7 +228,15 @@ impl<S: Sink> Playback<S> {
             fill: None,
             feed: None,
             feed_over: false,
+            ticks: WriteTicks::OFF,
         }
+    }
+
+    /// Sends on `ticks` (everything due by a tick in one write) instead of
+    /// at every due time.
+    pub fn merge_writes(mut self, ticks: WriteTicks) -> Playback<S> {
+        self.ticks = ticks;
+        self
     }
 
     /// Plays a title `hub` is filling: at the store's end, goes on from the
@@ -289,6 +307,10 @@ impl<S: Sink> Playback<S> {
         self.read_ahead();
         let start = self.pending.as_ref().map_or(self.position, |p| p.npt);
         self.position = start;
+        self.lead = match from {
+            Some(Npt::ZERO) => self.first_keyframe_lead(start),
+            _ => Npt::ZERO,
+        };
         let rtp_info = self
             .tracks
             .iter()
@@ -302,8 +324,21 @@ impl<S: Sink> Playback<S> {
 
     fn start(&mut self) {
         let now = Instant::now();
-        self.schedule.play(now, self.position);
+        self.schedule
+            .play(now, self.position.saturating_add(self.lead));
+        self.lead = Npt::ZERO;
         self.next_report = now;
+    }
+
+    /// How far the title's first keyframe is past `start`, when it is near
+    /// enough (`MAX_LEAD`) to send what precedes it as one burst.
+    fn first_keyframe_lead(&self, start: Npt) -> Npt {
+        match self.reader.random_access_points().first() {
+            Some(&keyframe) if keyframe > start && keyframe.saturating_sub(start) <= MAX_LEAD => {
+                keyframe.saturating_sub(start)
+            }
+            _ => Npt::ZERO,
+        }
     }
 
     fn pause(&mut self) {
@@ -316,7 +351,8 @@ impl<S: Sink> Playback<S> {
     }
 
     /// When the task must wake to send: the pending record's due time, a
-    /// report, or a tail poll. `None` while paused.
+    /// report, or a tail poll (on the next write tick when merging). `None`
+    /// while paused.
     fn next_wake(&self) -> Option<Instant> {
         if !self.schedule.is_running() {
             return None;
@@ -324,11 +360,12 @@ impl<S: Sink> Playback<S> {
         if let Some(bye_at) = self.bye_at {
             return Some(bye_at);
         }
+        let now = Instant::now();
         let data = match &self.pending {
             Some(p) => self.schedule.due(p.npt)?,
-            None => Instant::now() + TAIL_POLL,
+            None => now + TAIL_POLL,
         };
-        Some(data.min(self.next_report))
+        Some(self.ticks.wake_at(data.min(self.next_report), now))
     }
 
     /// Reads the next record the player gets into `pending`: from the
@@ -534,3 +571,6 @@ impl<S: Sink> Playback<S> {
         self.sink.flush().await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,26 +15,21 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use streamcache_rtsp::{codec, rtp};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::conn_writer::{ConnWriter, Refused};
 use super::session::{PlayerSession, Sessions};
 use crate::hub::{HubPacket, PlayerGuard, Subscription};
 use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
-
-/// What a connection's writer task is asked to do.
-#[derive(Debug)]
-pub enum Outgoing {
-    Bytes(Bytes),
-    /// Flush what came before, then close the connection.
-    Close,
-}
+use crate::timing::WriteTicks;
 
 /// Where one of a session's tracks goes.
 #[derive(Clone, Debug)]
@@ -42,7 +37,7 @@ pub enum TrackDelivery {
     Interleaved {
         rtp: u8,
         rtcp: u8,
-        out: mpsc::Sender<Outgoing>,
+        out: Arc<ConnWriter>,
     },
     Udp {
         rtp_socket: Arc<UdpSocket>,
@@ -72,6 +67,7 @@ pub async fn forward(
     sessions: Arc<Sessions>,
     mut sub: Subscription,
     tracks: BTreeMap<usize, TrackDelivery>,
+    ticks: WriteTicks,
 ) {
     let rx = &mut sub.rx;
     let mut sender = Sender::new(tracks);
@@ -84,6 +80,14 @@ pub async fn forward(
             Ok(packet) => sender.push(&packet),
             Err(RecvError::Lagged(n)) => end = Some(End::TooSlow(n)),
             Err(RecvError::Closed) => end = Some(End::PresentationEnded),
+        }
+        // Merged writes: what the hub publishes until the next tick joins
+        // this write.
+        // Not when more is queued already (a backlog goes out at once).
+        if let (None, Some(tick)) = (&end, ticks.next_tick(Instant::now())) {
+            if rx.is_empty() {
+                tokio::time::sleep_until(tick).await;
+            }
         }
         // Everything already waiting goes out in the same write.
         for _ in 1..BATCH_PACKETS {
@@ -104,13 +108,13 @@ pub async fn forward(
     match end {
         Some(End::TooSlow(missed)) => {
             warn!(session = %session.id, player = %session.peer, missed, "player too slow: dropped");
-            sender.close().await;
+            sender.close();
             sessions.end(&session.id, "player too slow");
         }
         Some(End::PresentationEnded) => {
             sender.bye();
             let _ = sender.flush(Some(&session)).await;
-            sender.close().await;
+            sender.close();
             sessions.end(&session.id, "presentation ended");
         }
         Some(End::ConnectionClosed) | None => sessions.end(&session.id, "player connection closed"),
@@ -167,7 +171,7 @@ impl Sink for PlayerSink {
                 if let Some(session) = &self.session {
                     warn!(session = %session.id, player = %session.peer, "player too slow: dropped");
                 }
-                self.sender.close().await;
+                self.sender.close();
             }
             return Err(SinkClosed);
         }
@@ -177,7 +181,7 @@ impl Sink for PlayerSink {
 
 /// A UDP datagram and where it goes.
 #[cfg(test)]
-type Datagram = (SocketAddr, Bytes);
+type Datagram = (SocketAddr, bytes::Bytes);
 
 /// The datagrams queued for one socket: their bytes one after the other in
 /// one buffer, reused from flush to flush (no allocation per packet).
@@ -199,7 +203,7 @@ struct Sender {
     tracks: BTreeMap<usize, TrackDelivery>,
     /// Interleaved frames waiting for the next flush.
     batch: BytesMut,
-    out: Option<mpsc::Sender<Outgoing>>,
+    out: Option<Arc<ConnWriter>>,
     /// UDP datagrams waiting for the next flush, per socket (a session has
     /// at most an RTP and an RTCP socket), in the order they were queued.
     datagrams: Vec<UdpQueue>,
@@ -210,7 +214,7 @@ struct Sender {
 impl Sender {
     fn new(tracks: BTreeMap<usize, TrackDelivery>) -> Sender {
         let out = tracks.values().find_map(|t| match t {
-            TrackDelivery::Interleaved { out, .. } => Some(out.clone()),
+            TrackDelivery::Interleaved { out, .. } => Some(Arc::clone(out)),
             TrackDelivery::Udp { .. } => None,
         });
         Sender {
@@ -311,14 +315,18 @@ impl Sender {
             queue.ends.clear();
         }
         if !self.batch.is_empty() {
-            let batch = self.batch.split().freeze();
-            sent += batch.len() as u64;
-            if let Some(out) = &self.out {
-                out.try_send(Outgoing::Bytes(batch)).map_err(|e| match e {
-                    TrySendError::Full(_) => End::TooSlow(0),
-                    TrySendError::Closed(_) => End::ConnectionClosed,
-                })?;
-            }
+            sent += self.batch.len() as u64;
+            let written = match &self.out {
+                // Written from this task straight to the socket when the
+                // connection has nothing queued; the batch is reused.
+                Some(out) => out.write(&self.batch),
+                None => Ok(()),
+            };
+            self.batch.clear();
+            written.map_err(|refused| match refused {
+                Refused::Full => End::TooSlow(0),
+                Refused::Closed => End::ConnectionClosed,
+            })?;
         }
         if let Some(session) = session {
             session.add_bytes(sent);
@@ -326,9 +334,9 @@ impl Sender {
         Ok(())
     }
 
-    async fn close(&self) {
+    fn close(&self) {
         if let Some(out) = &self.out {
-            let _ = out.send(Outgoing::Close).await;
+            out.close();
         }
     }
 }
@@ -402,6 +410,7 @@ fn sendmmsg_once<D: AsRef<[u8]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn a_batch_reaches_every_destination_in_order() {

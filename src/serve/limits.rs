@@ -21,6 +21,7 @@ use tracing::info;
 use super::refusals::{Refusal, Refusals};
 use super::session::Sessions;
 use crate::config::RtspConfig;
+use crate::timing::WriteTicks;
 
 /// How long a refused connection may take to send its first request.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
@@ -37,6 +38,8 @@ pub struct PlayerLimits {
     pub max_connections: usize,
     /// A connection with no session that sends no request for this long is closed.
     pub idle_connection: Duration,
+    /// Merged writes: the ticks players' media leaves on.
+    pub write_ticks: WriteTicks,
 }
 
 impl PlayerLimits {
@@ -46,6 +49,7 @@ impl PlayerLimits {
             max_sessions_per_ip: *rtsp.max_sessions_per_ip.get_ref(),
             max_connections: *rtsp.max_connections.get_ref(),
             idle_connection: Duration::from_secs(*rtsp.idle_connection_secs.get_ref()),
+            write_ticks: WriteTicks::new(Duration::from_millis(rtsp.merge_writes_ms)),
         }
     }
 

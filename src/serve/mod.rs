@@ -2,13 +2,15 @@
 //!
 //! - [`connection`]: one task per TCP connection: reads bytes, cuts them into
 //!   requests and interleaved frames with the framed codec
-//!   (`streamcache_rtsp::codec`), answers, and owns the socket's write half
-//!   through a writer task so responses and media never interleave mid-frame;
+//!   (`streamcache_rtsp::codec`) and answers;
+//! - [`conn_writer`]: a connection's write side, shared by responses and
+//!   media: written straight to the socket, queued only when it is full;
 //! - [`methods`]: what each RTSP method does;
 //! - [`session`]: player sessions and their timeouts;
 //! - [`delivery`]: getting a hub's packets to a player over TCP or UDP.
 
 mod cache_status;
+mod conn_writer;
 mod connection;
 mod delivery;
 pub mod limits;
@@ -21,8 +23,8 @@ mod session;
 /// The per-packet send path without a server, for `benches/send_path.rs`.
 #[doc(hidden)]
 pub mod bench_support {
-    pub use super::connection::write_loop;
-    pub use super::delivery::{Outgoing, PlayerSink, TrackDelivery};
+    pub use super::conn_writer::{ConnWriter, WriteSocket};
+    pub use super::delivery::{PlayerSink, TrackDelivery};
 }
 
 use std::net::SocketAddr;

@@ -429,11 +429,7 @@ impl Sessions {
         if let Some(out) = out {
             // The writer flushes what is queued, then closes; the connection
             // task sees that and ends whatever else the connection carried.
-            if out.try_send(super::delivery::Outgoing::Close).is_err() {
-                tokio::spawn(async move {
-                    let _ = out.send(super::delivery::Outgoing::Close).await;
-                });
-            }
+            out.close();
         }
     }
 }

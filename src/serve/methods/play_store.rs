@@ -162,7 +162,8 @@ fn start_playback(
         .map(|&t| (t, session.source.clock_rate(t)))
         .collect();
     let sink = PlayerSink::new(Arc::clone(session), tracks);
-    let mut playback = Playback::new(reader, &clocks, sink);
+    let mut playback =
+        Playback::new(reader, &clocks, sink).merge_writes(server.player_limits.write_ticks);
     if let Some(hub) = fill {
         playback = playback.follow(Arc::clone(hub));
     }
