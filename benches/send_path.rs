@@ -27,11 +27,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use streamcache::playback::synthetic::{av_metadata, rtp};
 use streamcache::playback::{Control, Playback};
 use streamcache::serve::bench_support::{ConnWriter, PlayerSink, TrackDelivery, WriteSocket};
 use streamcache_cache::{
-    Metadata, Npt, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
-    TrackMeta,
+    Npt, PresentationState, RecordFlags, RecordIn, RecordKind, Store, StoreConfig,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,31 +61,10 @@ const TITLE_SECS: u64 = 10;
 const MTU_PAYLOAD: usize = 1400;
 const RATES_KBPS: [u64; 4] = [500, 1000, 4000, 8000];
 
-fn rtp(pt: u8, seq: u16, ts: u32, len: usize) -> Vec<u8> {
-    let mut p = vec![0x80, pt];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.resize(len, 0x5a);
-    p
-}
-
 /// Writes a title of `kbps` (video 25 fps + 96 kbit/s audio); returns its
 /// RTP packet count.
 fn write_title(store: &Store, key: &str, kbps: u64) -> u64 {
-    let track = |media: &str, pt, rate| TrackMeta {
-        control: format!("track{pt}"),
-        payload_type: pt,
-        clock_rate: rate,
-        media: media.into(),
-        encoding: String::new(),
-    };
-    let meta = Metadata {
-        key: key.into(),
-        sdp: "v=0\r\n".into(),
-        tracks: vec![track("video", 96, 90_000), track("audio", 97, 48_000)],
-        ..Metadata::default()
-    };
+    let meta = av_metadata(key);
     // (npt ns, track, packet)
     let mut packets: Vec<(u64, u8, Vec<u8>)> = Vec::new();
     let frame_bytes = ((kbps.saturating_sub(96)) * 1000 / 8 / 25) as usize;

@@ -17,6 +17,8 @@
 
 mod renumber;
 mod schedule;
+#[doc(hidden)]
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,10 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use streamcache_cache::{
-    Metadata, PresentationState, RecordFlags, RecordIn, Store, StoreConfig, TrackMeta,
-};
+use streamcache_cache::{PresentationState, RecordFlags, RecordIn, Store, StoreConfig};
 
+use super::synthetic::{self, rtp};
 use super::*;
 
 const VIDEO: u8 = 0;
@@ -13,15 +12,6 @@ const AUDIO: u8 = 1;
 /// The first keyframe comes this long after the first (audio) record, as
 /// in files whose audio starts ahead of the video.
 const VIDEO_START_MS: u64 = 30;
-
-fn rtp(pt: u8, seq: u16, ts: u32) -> Vec<u8> {
-    let mut p = vec![0x80, pt];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.resize(200, 0x5a);
-    p
-}
 
 /// A complete 2 s title: AAC-like audio every 21.333 ms from 0, video at
 /// 25 fps from `VIDEO_START_MS`, a keyframe every second.
@@ -32,19 +22,7 @@ fn title(dir: &std::path::Path) -> Reader {
         segment_max_duration_ns: 0,
     };
     let (store, _) = Store::open(dir, cfg).expect("store");
-    let track = |media: &str, pt, rate| TrackMeta {
-        control: format!("track{pt}"),
-        payload_type: pt,
-        clock_rate: rate,
-        media: media.into(),
-        encoding: String::new(),
-    };
-    let meta = Metadata {
-        key: "title".into(),
-        sdp: "v=0\r\n".into(),
-        tracks: vec![track("video", 96, 90_000), track("audio", 97, 48_000)],
-        ..Metadata::default()
-    };
+    let meta = synthetic::av_metadata("title");
     let mut records: Vec<(u64, u8, bool, Vec<u8>)> = Vec::new();
     for frame in 0..50u64 {
         let ns = (VIDEO_START_MS + frame * 40) * 1_000_000;
@@ -52,12 +30,17 @@ fn title(dir: &std::path::Path) -> Reader {
             ns,
             VIDEO,
             frame % 25 == 0,
-            rtp(96, frame as u16, (frame * 3600) as u32),
+            rtp(96, frame as u16, (frame * 3600) as u32, 200),
         ));
     }
     for au in 0..94u64 {
         let ns = au * 1024 * 1_000_000_000 / 48_000;
-        records.push((ns, AUDIO, false, rtp(97, au as u16, (au * 1024) as u32)));
+        records.push((
+            ns,
+            AUDIO,
+            false,
+            rtp(97, au as u16, (au * 1024) as u32, 200),
+        ));
     }
     records.sort_by_key(|(ns, track, _, _)| (*ns, *track));
     let mut writer = store.open_writer("title", meta).expect("writer");
