@@ -59,6 +59,11 @@ impl TrackDelivery {
 
 /// Most packets framed into one TCP write.
 const BATCH_PACKETS: usize = 256;
+/// A player's send buffer is reused from write to write up to this size; a
+/// bigger one (a joining player's GOP backlog, a burst after a seek) is
+/// let go once sent, so that a thousand players do not each keep a GOP's
+/// worth of memory.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Runs until the session is stopped (the task is aborted), the player falls
 /// too far behind, or the presentation ends.
@@ -311,6 +316,9 @@ impl Sender {
                 })
                 .collect();
             sent += send_datagrams(&queue.socket, &datagrams).await;
+            if queue.bytes.capacity() > KEEP_BUFFER_BYTES {
+                queue.bytes = Vec::new();
+            }
             queue.bytes.clear();
             queue.ends.clear();
         }
@@ -322,6 +330,9 @@ impl Sender {
                 Some(out) => out.write(&self.batch),
                 None => Ok(()),
             };
+            if self.batch.capacity() > KEEP_BUFFER_BYTES {
+                self.batch = BytesMut::new();
+            }
             self.batch.clear();
             written.map_err(|refused| match refused {
                 Refused::Full => End::TooSlow(0),
@@ -462,5 +473,33 @@ mod tests {
             let (len, _) = rx.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..len], want);
         }
+    }
+
+    #[tokio::test]
+    async fn a_big_send_buffer_is_let_go_once_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_read, write) = accepted.unwrap().0.into_split();
+        let (out, _flusher) = ConnWriter::spawn(write);
+        let delivery = TrackDelivery::Interleaved {
+            rtp: 0,
+            rtcp: 1,
+            out,
+        };
+        let mut sender = Sender::new(BTreeMap::from([(0, delivery)]));
+        // A GOP backlog's worth, then what a live tick carries.
+        for _ in 0..100 {
+            sender.push_raw(0, false, &[0u8; 1400]);
+        }
+        assert!(sender.flush(None).await.is_ok());
+        assert!(sender.batch.capacity() <= KEEP_BUFFER_BYTES);
+        for _ in 0..3 {
+            sender.push_raw(0, false, &[0u8; 1400]);
+        }
+        let small = sender.batch.capacity();
+        assert!(sender.flush(None).await.is_ok());
+        assert_eq!(sender.batch.capacity(), small, "a small buffer is reused");
+        drop(client);
     }
 }
