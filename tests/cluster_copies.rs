@@ -23,7 +23,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-const FRAME_RATE: usize = 25;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A source node: at most one player from the master, a segment every
@@ -54,10 +53,7 @@ fn a_full_holder_s_title_is_copied_to_the_node_the_master_picks() {
     let secs = 6;
     let media = test_media(secs);
     let origin = Origin::start(OriginOpts::new().media(&media).titles(&["one"]));
-    let reference = {
-        let media = media.clone();
-        thread::spawn(move || reference_video(&media, secs as usize * FRAME_RATE))
-    };
+    let reference = thread::spawn(move || direct_pull(secs));
     let no_room = NodeSetup {
         id: "node-3",
         cluster: "max_egress_bps = 1000\n".into(),
@@ -71,8 +67,7 @@ fn a_full_holder_s_title_is_copied_to_the_node_the_master_picks() {
     let (a, b) = (cluster.node("node-1"), cluster.node("node-2"));
     let (path, k) = (cluster_title("one"), cluster_key(&origin, "one"));
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1"], &path, &k);
-    let describes = origin.requests("DESCRIBE").len();
-    let plays = origin.requests("PLAY").len();
+    let before = origin.describes_and_plays();
 
     assert_eq!(cluster.master.place(&cluster, &path), "node-2");
     let url = cluster.master.url(&path);
@@ -113,13 +108,7 @@ fn a_full_holder_s_title_is_copied_to_the_node_the_master_picks() {
         0.0
     );
 
-    assert_eq!(
-        origin.requests("DESCRIBE").len(),
-        describes,
-        "{:#?}",
-        origin.requests("")
-    );
-    assert_eq!(origin.requests("PLAY").len(), plays);
+    origin.assert_untouched_since(before);
     assert_eq!(
         b.logs().matches("session started").count(),
         2,
@@ -334,10 +323,7 @@ fn two_sources_give_disjoint_parts_of_a_title() {
     let secs = 10;
     let media = test_media(secs);
     let origin = Origin::start(OriginOpts::new().media(&media).titles(&["two"]));
-    let reference = {
-        let media = media.clone();
-        thread::spawn(move || reference_video(&media, secs as usize * FRAME_RATE))
-    };
+    let reference = thread::spawn(move || direct_pull(secs));
     let cluster = copy_cluster(
         &[cluster_mount(&origin)],
         "",
@@ -349,8 +335,7 @@ fn two_sources_give_disjoint_parts_of_a_title() {
     );
     let (path, k) = (cluster_title("two"), cluster_key(&origin, "two"));
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1", "node-3"], &path, &k);
-    let describes = origin.requests("DESCRIBE").len();
-    let plays = origin.requests("PLAY").len();
+    let before = origin.describes_and_plays();
 
     assert_eq!(cluster.master.place(&cluster, &path), "node-2");
     let mut ended = cluster.master.wait_copies_ended(&k, 2, WAIT);
@@ -424,12 +409,9 @@ fn two_sources_give_disjoint_parts_of_a_title() {
     b.assert_verifies(&k);
     let video = framemd5(&cluster.master.url(&path), Some("tcp"), "0:v", &[]);
     let reference = reference.join().unwrap();
-    for (i, filled) in filled.iter().enumerate() {
-        assert_same_video(&format!("fill {i}"), filled, &reference);
-    }
+    assert_fills_same_video(&filled, &reference);
     assert_same_video("a player via the master", &video, &reference);
-    assert_eq!(origin.requests("DESCRIBE").len(), describes);
-    assert_eq!(origin.requests("PLAY").len(), plays);
+    origin.assert_untouched_since(before);
 }
 
 /// What a copy of `[from_ns, to_ns)` reads of title `key` at `node`, by

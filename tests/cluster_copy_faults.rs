@@ -23,7 +23,6 @@ use serde_json::Value;
 use support::*;
 
 const SECS: u32 = 10;
-const FRAME_RATE: usize = 25;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn source(id: &'static str) -> NodeSetup {
@@ -36,7 +35,7 @@ fn source(id: &'static str) -> NodeSetup {
 fn setup(name: &str, master_lines: &str) -> (Origin, thread::JoinHandle<Vec<String>>, Cluster) {
     let media = test_media(SECS);
     let origin = Origin::start(OriginOpts::new().media(&media).titles(&[name]));
-    let reference = thread::spawn(move || reference_video(&media, SECS as usize * FRAME_RATE));
+    let reference = thread::spawn(move || direct_pull(SECS));
     let cluster = copy_cluster(
         &[cluster_mount(&origin)],
         master_lines,
@@ -73,8 +72,7 @@ fn bytes_flipped_on_the_source_are_refused_and_refetched_from_the_third_node() {
         }
     }
     assert!(flipped.len() >= 4, "segments of A: {flipped:?}");
-    let describes = origin.requests("DESCRIBE").len();
-    let plays = origin.requests("PLAY").len();
+    let before = origin.describes_and_plays();
 
     assert_eq!(cluster.master.place(&cluster, &path), "node-2");
     let ended = cluster.master.wait_copies_ended(&k, 3, WAIT);
@@ -127,17 +125,9 @@ fn bytes_flipped_on_the_source_are_refused_and_refetched_from_the_third_node() {
     b.assert_verifies(&k);
     let video = framemd5(&cluster.master.url(&path), Some("tcp"), "0:v", &[]);
     let reference = reference.join().unwrap();
-    for (i, filled) in filled.iter().enumerate() {
-        assert_same_video(&format!("fill {i}"), filled, &reference);
-    }
+    assert_fills_same_video(&filled, &reference);
     assert_same_video("a player via the master", &video, &reference);
-    assert_eq!(origin.requests("DESCRIBE").len(), describes);
-    assert_eq!(
-        origin.requests("PLAY").len(),
-        plays,
-        "{:#?}",
-        origin.requests("")
-    );
+    origin.assert_untouched_since(before);
     assert!(b.export_ts(&k) == cluster.node("node-3").export_ts(&k));
 }
 
@@ -174,8 +164,7 @@ fn killed_mid_copy(after: f64) {
     let (path, k) = (cluster_title("kill"), cluster_key(&origin, "kill"));
     // C stays full (its session held): A killed, B is the one with room.
     let (filled, _held) = fill_and_fill_up(&cluster, &["node-1", "node-3"], &path, &k);
-    let describes = origin.requests("DESCRIBE").len();
-    let plays = origin.requests("PLAY").len();
+    let before = origin.describes_and_plays();
 
     assert_eq!(cluster.master.place(&cluster, &path), "node-2");
     let url = cluster.master.url(&path);
@@ -246,16 +235,8 @@ fn killed_mid_copy(after: f64) {
     let during = during.join().unwrap();
     let after = framemd5(&cluster.master.url(&path), Some("tcp"), "0:v", &[]);
     let reference = reference.join().unwrap();
-    for (i, filled) in filled.iter().enumerate() {
-        assert_same_video(&format!("fill {i}"), filled, &reference);
-    }
+    assert_fills_same_video(&filled, &reference);
     assert_same_video("the player during the copy", &during, &reference);
     assert_same_video("a player after it", &after, &reference);
-    assert_eq!(
-        origin.requests("DESCRIBE").len(),
-        describes,
-        "{:#?}",
-        origin.requests("")
-    );
-    assert_eq!(origin.requests("PLAY").len(), plays);
+    origin.assert_untouched_since(before);
 }

@@ -10,6 +10,7 @@
 //! ([`format::resync`]), so a damaged length field loses nothing more. The
 //! presentation is told ([`Presentation::damaged`]: counted, logged, cut).
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -57,20 +58,39 @@ impl Reader {
     /// indexed (see FORMAT.md, "Sparse index"), so this is how a server
     /// cuts a title into segments without reading it.
     pub fn random_access_points(&self) -> Vec<Npt> {
+        let mut points = Vec::new();
+        self.scan_random_access_points(|npt| {
+            points.push(npt);
+            ControlFlow::Continue(())
+        });
+        points
+    }
+
+    /// The first of [`Reader::random_access_points`], without listing them
+    /// all (a PLAY from the start asks for it).
+    pub fn first_random_access_point(&self) -> Option<Npt> {
+        let mut first = None;
+        self.scan_random_access_points(|npt| {
+            first = Some(npt);
+            ControlFlow::Break(())
+        });
+        first
+    }
+
+    /// Visits the indexed random-access records' media times in play order
+    /// until `visit` breaks.
+    fn scan_random_access_points(&self, mut visit: impl FnMut(Npt) -> ControlFlow<()>) {
         let state = self.pin.pres.lock();
         let view = state.view();
-        let mut points = Vec::new();
         for segment in state.segments().filter(|s| state.visible(s, view)) {
             let limit = state.read_limit(segment, view);
             let index = segment.index.read().unwrap_or_else(|p| p.into_inner());
-            points.extend(
-                index
-                    .iter()
-                    .filter(|e| e.offset < limit)
-                    .map(|e| Npt::from_ns(e.media_time_ns)),
-            );
+            for entry in index.iter().filter(|e| e.offset < limit) {
+                if visit(Npt::from_ns(entry.media_time_ns)).is_break() {
+                    return;
+                }
+            }
         }
-        points
     }
 
     /// A cursor at the start of the presentation.

@@ -156,6 +156,29 @@ fn seek_lands_on_the_random_access_point_at_or_before() {
 }
 
 #[test]
+fn random_access_points_are_listed_in_play_order_and_the_first_found_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    // Random access every second from 0.3 s, over many segments.
+    write(
+        &store,
+        "k",
+        1,
+        1000,
+        300_000_000,
+        PresentationState::Complete,
+    );
+    let reader = store.open_reader("k").unwrap().unwrap();
+    let points = reader.random_access_points();
+    let want: Vec<Npt> = (0..40).map(|s| Npt::from_millis(300 + s * 1000)).collect();
+    assert_eq!(points, want);
+    assert_eq!(
+        reader.first_random_access_point(),
+        Some(Npt::from_millis(300))
+    );
+}
+
+#[test]
 fn partial_fill_runs_play_in_npt_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), config(BIG));

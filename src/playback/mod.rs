@@ -335,8 +335,8 @@ impl<S: Sink> Playback<S> {
     /// How far the title's first keyframe is past `start`, when it is near
     /// enough (`MAX_LEAD`) to send what precedes it as one burst.
     fn first_keyframe_lead(&self, start: Npt) -> Npt {
-        match self.reader.random_access_points().first() {
-            Some(&keyframe) if keyframe > start && keyframe.saturating_sub(start) <= MAX_LEAD => {
+        match self.reader.first_random_access_point() {
+            Some(keyframe) if keyframe > start && keyframe.saturating_sub(start) <= MAX_LEAD => {
                 keyframe.saturating_sub(start)
             }
             _ => Npt::ZERO,

@@ -407,32 +407,6 @@ pub fn rates(series: &[(f64, u64)], min_window: f64) -> Rates {
     }
 }
 
-/// The direct pull's video frame hashes of `media` (an origin of its own,
-/// so that the test's origin counts only the nodes' requests), made once per
-/// file and shared by the tests of a binary.
-pub fn reference_video(media: &Path, frames: usize) -> Vec<String> {
-    static MADE: Mutex<Vec<(std::path::PathBuf, Vec<String>)>> = Mutex::new(Vec::new());
-    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, video)) = made.iter().find(|(p, _)| p == media) {
-        return video.clone();
-    }
-    let origin = super::origin::Origin::start(super::origin::OriginOpts::new().media(media));
-    let video = super::players::framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
-    assert_eq!(video.len(), frames, "direct pull of {}", media.display());
-    made.push((media.to_path_buf(), video.clone()));
-    video
-}
-
-pub fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
-    assert!(
-        got == reference,
-        "{name}: {} frames vs {} direct; first difference at frame {:?}",
-        got.len(),
-        reference.len(),
-        got.iter().zip(reference).position(|(a, b)| a != b)
-    );
-}
-
 /// Plays `path` directly on each of the nodes `ids` at once until each
 /// stores it complete (returning each play's video frame hashes), then
 /// holds a session on each and waits until the master counts them full

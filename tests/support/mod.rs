@@ -90,11 +90,18 @@ pub fn test_media_h265(secs: u32) -> PathBuf {
 pub const TEST_MEDIA_FPS: usize = 25;
 
 /// Video frame hashes of a direct pull of the `secs` title from an origin
-/// of its own (so that a test's origin counts only the proxy's requests).
+/// of its own (so that a test's origin counts only the proxy's requests);
+/// made once per duration and shared by the tests of a binary.
 pub fn direct_pull(secs: u32) -> Vec<String> {
+    static MADE: Mutex<Vec<(u32, Vec<String>)>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, video)) = made.iter().find(|(s, _)| *s == secs) {
+        return video.clone();
+    }
     let origin = Origin::start(OriginOpts::new().media(test_media(secs)));
     let video = framemd5(&origin.url("/vod"), Some("tcp"), "0:v", &[]);
     assert_eq!(video.len(), secs as usize * TEST_MEDIA_FPS, "direct pull");
+    made.push((secs, video.clone()));
     video
 }
 
@@ -107,6 +114,13 @@ pub fn assert_same_video(name: &str, got: &[String], reference: &[String]) {
         reference.len(),
         got.iter().zip(reference).position(|(a, b)| a != b)
     );
+}
+
+/// Every fill play ("fill 0", "fill 1", ...) got the reference's frames.
+pub fn assert_fills_same_video(filled: &[Vec<String>], reference: &[String]) {
+    for (i, filled) in filled.iter().enumerate() {
+        assert_same_video(&format!("fill {i}"), filled, reference);
+    }
 }
 
 fn test_media_of(secs: u32, codec: &str) -> PathBuf {

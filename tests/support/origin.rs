@@ -245,6 +245,23 @@ impl Origin {
             .filter(|r| method.is_empty() || r.method == method)
             .collect()
     }
+
+    /// How many DESCRIBE and PLAY requests it has had so far, for
+    /// [`Origin::assert_untouched_since`].
+    pub fn describes_and_plays(&self) -> (usize, usize) {
+        (self.requests("DESCRIBE").len(), self.requests("PLAY").len())
+    }
+
+    /// No DESCRIBE nor PLAY came since `before` was taken (every request
+    /// shown otherwise).
+    pub fn assert_untouched_since(&self, before: (usize, usize)) {
+        assert_eq!(
+            self.describes_and_plays(),
+            before,
+            "(DESCRIBEs, PLAYs): {:#?}",
+            self.requests("")
+        );
+    }
 }
 
 impl Drop for Origin {

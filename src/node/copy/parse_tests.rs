@@ -161,9 +161,10 @@ fn spans_that_meet_split_the_title_at_one_random_access_record() {
     assert_eq!(all, (0..100).collect::<Vec<_>>());
 }
 
-#[test]
-fn reading_starts_at_the_index_entry_before_the_span_and_stops_at_its_end() {
-    let seg = |index: Vec<[u64; 2]>, last: u64| Segment {
+/// A sealed, final 5000-byte segment as a source lists it: `records`
+/// records from npt 0 to `last_ns`, with this index ([npt, offset]).
+fn listed(records: u64, last_ns: u64, index: Vec<[u64; 2]>) -> Segment {
+    Segment {
         name: "s".into(),
         run: 1,
         seq: 0,
@@ -173,12 +174,16 @@ fn reading_starts_at_the_index_entry_before_the_span_and_stops_at_its_end() {
         bytes: 5000,
         sealed: true,
         is_final: true,
-        records: 50,
+        records,
         first_ns: Some(0),
-        last_ns: Some(last),
+        last_ns: Some(last_ns),
         index,
-    };
-    let s = seg(vec![[0, 64], [400, 1000], [800, 2000]], 1000);
+    }
+}
+
+#[test]
+fn reading_starts_at_the_index_entry_before_the_span_and_stops_at_its_end() {
+    let s = listed(50, 1000, vec![[0, 64], [400, 1000], [800, 2000]]);
     let later = SpanFilter::new(500, Some(900), 0);
     assert_eq!(later.start_offset(&s), Some(1000));
     assert_eq!(later.read_limit(&s), None, "no entry at or after 900");
@@ -296,26 +301,16 @@ fn a_resumed_copy_continues_after_the_last_stored_packet_of_each_track() {
     }
     // Reading starts at the index entry at or before the earliest track's
     // last stored record (here the audio of frame 26).
-    let s = Segment {
-        name: "s".into(),
-        run: 1,
-        seq: 0,
-        run_start_ns: 0,
-        header_len: 64,
-        records_end: 5000,
-        bytes: 5000,
-        sealed: true,
-        is_final: true,
-        records: 240,
-        first_ns: Some(0),
-        last_ns: Some(59 * step),
-        index: vec![
+    let s = listed(
+        240,
+        59 * step,
+        vec![
             [0, 64],
             [10 * step, 1000],
             [20 * step, 2000],
             [30 * step, 3000],
         ],
-    };
+    );
     assert_eq!(
         SpanFilter::resume(&tail, Some(40 * step)).start_offset(&s),
         Some(2000)

@@ -278,30 +278,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::copy::tests::{meta, open_store, KEY, STEP_NS};
     use bytes::Bytes;
-    use streamcache_cache::{NptRange, RecordFlags, RecordKind, TrackMeta};
-
-    const STEP_NS: u64 = 40_000_000;
-
-    fn meta() -> Metadata {
-        let track = |control: &str| TrackMeta {
-            control: control.into(),
-            payload_type: 96,
-            clock_rate: 90_000,
-            media: "video".into(),
-            encoding: "H264".into(),
-        };
-        Metadata {
-            key: "k".into(),
-            sdp: "v=0\r\nm=video 0 RTP/AVP 96\r\nm=audio 0 RTP/AVP 97\r\n".into(),
-            tracks: vec![track("trackID=0"), track("trackID=1")],
-            range: Some(NptRange {
-                start: Npt::ZERO,
-                end: Some(Npt::from_ns(250 * STEP_NS)),
-            }),
-            ..Metadata::default()
-        }
-    }
+    use streamcache_cache::{RecordFlags, RecordKind};
 
     /// Records `from..to` (40 ms apart, video and audio in turn, video
     /// random-access once a second).
@@ -333,20 +312,15 @@ mod tests {
     #[tokio::test]
     async fn an_earlier_span_written_after_a_later_one_plays_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = streamcache_cache::StoreConfig {
-            budget_bytes: 1 << 30,
-            segment_max_bytes: 128 * 1024,
-            segment_max_duration_ns: 0,
-        };
-        let (store, _) = Store::open(dir.path(), cfg).expect("store");
+        let store = open_store(dir.path());
         let sinks = Sinks::new(store.clone(), CopyingKeys::default());
-        let meta = meta();
-        let later = sinks.join("k", 2, 125 * STEP_NS);
+        let meta = meta(250);
+        let later = sinks.join(KEY, 2, 125 * STEP_NS);
         assert!(later.is_turn());
         later.write(&meta, records(125, 175)).expect("write");
         // The earlier span's copy joins while the later one is writing:
         // the later keeps the writer to its end (its span in one run).
-        let resumed = sinks.join("k", 3, 0);
+        let resumed = sinks.join(KEY, 3, 0);
         assert!(later.is_turn() && !resumed.is_turn());
         later.write(&meta, records(175, 250)).expect("write");
         drop(later);
@@ -355,15 +329,15 @@ mod tests {
         drop(resumed);
         // What each copy stored last is kept for a copy resuming it.
         let tail = sinks
-            .tail("k", 124 * STEP_NS)
+            .tail(KEY, 124 * STEP_NS)
             .expect("the resumed copy's tail");
         assert_eq!(tail.tracks.len(), 2);
         assert_eq!(tail.tracks[0].as_ref().map(|t| t.0), Some(124 * STEP_NS));
         assert_eq!(tail.tracks[1].as_ref().map(|t| t.0), Some(123 * STEP_NS));
-        assert!(sinks.tail("k", 200 * STEP_NS).is_none());
+        assert!(sinks.tail(KEY, 200 * STEP_NS).is_none());
         assert!(sinks.tail("other", 124 * STEP_NS).is_none());
 
-        let reader = store.open_reader("k").expect("readable").expect("stored");
+        let reader = store.open_reader(KEY).expect("readable").expect("stored");
         let mut cursor = reader.cursor();
         let (mut played, mut flagged) = (Vec::new(), Vec::new());
         while let Some(record) = cursor.next() {
@@ -376,23 +350,18 @@ mod tests {
         assert_eq!(played, (0..250).collect::<Vec<_>>());
         // The runs adjoin exactly: nothing for a player to splice.
         assert!(flagged.is_empty(), "discontinuities at {flagged:?}");
-        let held = store.metadata("k").expect("meta").expect("meta");
+        let held = store.metadata(KEY).expect("meta").expect("meta");
         assert_eq!(held.state, PresentationState::Complete, "{:?}", held.spans);
     }
 
     #[tokio::test]
     async fn copies_of_one_key_write_in_span_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = streamcache_cache::StoreConfig {
-            budget_bytes: 1 << 30,
-            segment_max_bytes: 128 * 1024,
-            segment_max_duration_ns: 0,
-        };
-        let (store, _) = Store::open(dir.path(), cfg).expect("store");
+        let store = open_store(dir.path());
         let sinks = Sinks::new(store, CopyingKeys::default());
         // Joined out of order: the later span first.
-        let later = sinks.join("k", 2, 10_000_000_000);
-        let earlier = sinks.join("k", 1, 0);
+        let later = sinks.join(KEY, 2, 10_000_000_000);
+        let earlier = sinks.join(KEY, 1, 0);
         assert!(earlier.is_turn());
         assert!(!later.is_turn());
         let waiting = tokio::spawn(async move {

@@ -26,13 +26,13 @@ use crate::cluster::protocol::pb;
 use crate::node::peer::PeerServer;
 
 const TOKEN: &str = "0123456789abcdef-cluster";
-const KEY: &str = "rtsp://origin/vod/a";
+pub(super) const KEY: &str = "rtsp://origin/vod/a";
 const WAIT: Duration = Duration::from_secs(30);
 /// Records 40 ms apart, so 25 a second; 1000-byte payloads.
-const STEP_NS: u64 = 40_000_000;
+pub(super) const STEP_NS: u64 = 40_000_000;
 const PAYLOAD: usize = 1000;
 
-fn open_store(dir: &std::path::Path) -> Store {
+pub(super) fn open_store(dir: &std::path::Path) -> Store {
     let cfg = StoreConfig {
         budget_bytes: 1 << 30,
         segment_max_bytes: 128 * 1024,
@@ -61,7 +61,7 @@ fn records(n: u64) -> Vec<Rec> {
         .collect()
 }
 
-fn meta(n: u64) -> Metadata {
+pub(super) fn meta(n: u64) -> Metadata {
     let track = |control: &str| TrackMeta {
         control: control.into(),
         payload_type: 96,
