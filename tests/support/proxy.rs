@@ -403,6 +403,15 @@ pub(super) fn start_daemon(
     };
     let ready = serde_json::from_str(&ready)
         .unwrap_or_else(|e| panic!("ready file is not JSON ({e}): {ready}"));
+    // The daemon logs `listening` (after every start-up warning) before it
+    // writes the ready file, but our reader threads may not have taken the
+    // lines off the pipe yet: a test reading the start-up log must find it.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let logged = lines.wait_until(left, |lines| lines.iter().any(|l| l.contains("listening")));
+    assert!(
+        logged,
+        "no `listening` line from streamcache {subcommand}:\n{lines:?}"
+    );
     Started {
         child,
         lines,
