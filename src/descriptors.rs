@@ -165,6 +165,7 @@ mod tests {
             max_connections: connections,
             idle_connection: Duration::from_secs(60),
             write_ticks: crate::timing::WriteTicks::OFF,
+            relay_write_ticks: crate::timing::WriteTicks::OFF,
         }
     }
 

@@ -160,11 +160,13 @@ impl RtspConfig {
                 format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
             );
         }
-        if self.merge_writes_ms > MAX_MERGE_WRITES_MS {
-            found.add(
-                "rtsp.merge_writes_ms",
-                format!("must be between 0 and {MAX_MERGE_WRITES_MS}"),
-            );
+        for (key, ms) in [
+            ("rtsp.merge_writes_ms", self.merge_writes_ms),
+            ("rtsp.relay_merge_writes_ms", self.relay_merge_writes_ms),
+        ] {
+            if ms > MAX_MERGE_WRITES_MS {
+                found.add(key, format!("must be between 0 and {MAX_MERGE_WRITES_MS}"));
+            }
         }
     }
 }

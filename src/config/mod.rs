@@ -106,8 +106,11 @@ pub struct RtspConfig {
     /// A connection with no session that sends no request for this long is closed.
     pub idle_connection_secs: Spanned<u64>,
     /// Media due within one interval of this many ms leaves in one write
-    /// per player (0: every due time at once).
+    /// per player (0: every due time at once), for playback from the cache.
     pub merge_writes_ms: u64,
+    /// The same for players fed straight from an origin session (live
+    /// streams, titles relayed without storing).
+    pub relay_merge_writes_ms: u64,
 }
 
 impl Default for RtspConfig {
@@ -123,12 +126,15 @@ impl Default for RtspConfig {
             max_connections: Spanned::new(0..0, 8000),
             idle_connection_secs: Spanned::new(0..0, 60),
             merge_writes_ms: DEFAULT_MERGE_WRITES_MS,
+            relay_merge_writes_ms: DEFAULT_RELAY_MERGE_WRITES_MS,
         }
     }
 }
 
 /// See `[rtsp] merge_writes_ms` in etc/streamcache.toml.
 pub const DEFAULT_MERGE_WRITES_MS: u64 = 0;
+/// See `[rtsp] relay_merge_writes_ms` in etc/streamcache.toml.
+pub const DEFAULT_RELAY_MERGE_WRITES_MS: u64 = 100;
 /// Above this, players' jitter buffers would have to hide the merging.
 pub const MAX_MERGE_WRITES_MS: u64 = 200;
 

@@ -126,6 +126,7 @@ impl<'t> Reader<'t> {
                     max_connections,
                     idle_connection_secs,
                     merge_writes_ms,
+                    relay_merge_writes_ms,
                 ]
             );
         }

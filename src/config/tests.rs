@@ -163,14 +163,24 @@ fn secrets_of_the_wrong_type_are_not_echoed() {
 }
 
 #[test]
-fn merged_writes_are_off_by_default_and_bounded() {
+fn merged_writes_are_off_for_the_cache_on_for_relays_and_bounded() {
     let config = Config::parse("").expect("empty is valid");
     assert_eq!(config.rtsp.merge_writes_ms, 0);
-    let config = Config::parse("[rtsp]\nmerge_writes_ms = 20\n").expect("valid");
+    assert_eq!(config.rtsp.relay_merge_writes_ms, 100);
+    let text = "[rtsp]\nmerge_writes_ms = 20\nrelay_merge_writes_ms = 0\n";
+    let config = Config::parse(text).expect("valid");
     assert_eq!(config.rtsp.merge_writes_ms, 20);
-    let problems = Config::parse("[rtsp]\nmerge_writes_ms = 201\n").expect_err("too long");
+    assert_eq!(config.rtsp.relay_merge_writes_ms, 0);
+    let text = "[rtsp]\nmerge_writes_ms = 201\nrelay_merge_writes_ms = 1000\n";
+    let problems = Config::parse(text).expect_err("too long");
     let got: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
-    assert_eq!(got, vec![("rtsp.merge_writes_ms", Some(2))]);
+    assert_eq!(
+        got,
+        vec![
+            ("rtsp.merge_writes_ms", Some(2)),
+            ("rtsp.relay_merge_writes_ms", Some(3))
+        ]
+    );
 }
 
 #[test]

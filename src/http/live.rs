@@ -213,7 +213,11 @@ impl Channel {
         loop {
             tokio::select! {
                 received = rx.recv() => match received {
-                    Ok(packet) => cutter.packet(&packet, &self.window),
+                    Ok(batch) => {
+                        for packet in batch.iter() {
+                            cutter.packet(packet, &self.window);
+                        }
+                    }
                     // Frames lost to lag are dropped by the depacketizers.
                     Err(broadcast::error::RecvError::Lagged(n)) => warn!(lost = n, "HLS: the live cutter fell behind"),
                     Err(broadcast::error::RecvError::Closed) => return,

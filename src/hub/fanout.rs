@@ -1,14 +1,18 @@
 //! The fan-out: one copy of each packet however many players, and the GOP
 //! buffer for players who join late.
 //!
-//! A `tokio::sync::broadcast` channel of reference-counted packets. Its
-//! capacity is the per-player queue bound: a player that falls that far
-//! behind sees `Lagged` and is dropped by its forwarder, and never slows the
-//! hub or anyone else. The *GOP buffer* keeps everything since the latest
+//! A `tokio::sync::broadcast` channel of reference-counted batches of
+//! packets: what the origin delivered together goes out as one batch, so a
+//! player's task wakes, and the shared counts change, once per batch rather
+//! than once per packet. Its capacity (in batches) is the per-player queue
+//! bound: a player that falls that far behind sees `Lagged` and is dropped by
+//! its forwarder, and never slows the hub or anyone else. The *GOP buffer* keeps everything since the latest
 //! video keyframe, so a late joiner starts with a keyframe and its parameter
 //! sets instead of waiting up to a GOP. The buffer and the broadcast change
 //! under one lock (the hub's), so that a joining player's backlog and its
 //! receiver neither overlap nor leave a gap.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use streamcache_types::Npt;
@@ -26,6 +30,9 @@ pub struct HubPacket {
     pub npt: Npt,
 }
 
+/// Packets published together, in order; shared by every player.
+pub type HubBatch = Arc<[HubPacket]>;
+
 /// The broadcast and the GOP buffer; lives inside the hub's lock.
 pub(super) struct Fanout {
     gop: Vec<HubPacket>,
@@ -37,7 +44,7 @@ pub(super) struct Fanout {
     gop_max_bytes: usize,
     /// Dropped when the hub closes, so that every player's receiver sees the
     /// end (and gets its RTCP BYE) even while sessions still hold the hub.
-    tx: Option<broadcast::Sender<HubPacket>>,
+    tx: Option<broadcast::Sender<HubBatch>>,
 }
 
 impl Fanout {
@@ -54,15 +61,29 @@ impl Fanout {
 
     /// The backlog a joining player gets first, and its receiver of what
     /// follows; `None` once closed.
-    pub(super) fn subscribe(&self) -> Option<(Vec<HubPacket>, broadcast::Receiver<HubPacket>)> {
+    pub(super) fn subscribe(&self) -> Option<(Vec<HubPacket>, broadcast::Receiver<HubBatch>)> {
         let rx = self.tx.as_ref()?.subscribe();
         Some((self.gop.clone(), rx))
     }
 
-    /// Sends a packet to every player. `keyframe_ts` is set for the packets
-    /// of a video keyframe's access unit: the first of them restarts the GOP
-    /// buffer.
-    pub(super) fn publish(&mut self, packet: HubPacket, keyframe_ts: Option<u32>) {
+    /// Sends a batch of packets to every player, each with its
+    /// `keyframe_ts`: set for the packets of a video keyframe's access unit,
+    /// the first of which restarts the GOP buffer.
+    pub(super) fn publish(&mut self, packets: Vec<(HubPacket, Option<u32>)>) {
+        let batch: HubBatch = packets
+            .into_iter()
+            .map(|(packet, keyframe_ts)| {
+                self.keep_in_gop(&packet, keyframe_ts);
+                packet
+            })
+            .collect();
+        // No receivers is fine: the hub lingers with nobody watching.
+        if let (Some(tx), false) = (&self.tx, batch.is_empty()) {
+            let _ = tx.send(batch);
+        }
+    }
+
+    fn keep_in_gop(&mut self, packet: &HubPacket, keyframe_ts: Option<u32>) {
         if let Some(ts) = keyframe_ts {
             if self.gop_ts != Some(ts) {
                 self.clear_gop();
@@ -76,10 +97,6 @@ impl Fanout {
                 self.gop_bytes += packet.data.len();
                 self.gop.push(packet.clone());
             }
-        }
-        // No receivers is fine: the hub lingers with nobody watching.
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(packet);
         }
     }
 
@@ -116,28 +133,43 @@ mod tests {
     #[test]
     fn a_late_joiner_gets_everything_since_the_latest_keyframe_then_the_feed() {
         let mut fanout = Fanout::new(16, 1 << 20);
-        fanout.publish(packet(1, 10), None); // before any keyframe: not kept
-        fanout.publish(packet(2, 10), Some(100));
-        fanout.publish(packet(3, 10), Some(100)); // same access unit
-        fanout.publish(packet(4, 10), None);
+        fanout.publish(vec![(packet(1, 10), None)]); // before any keyframe: not kept
+        fanout.publish(vec![(packet(2, 10), Some(100))]);
+        fanout.publish(vec![(packet(3, 10), Some(100))]); // same access unit
+        fanout.publish(vec![(packet(4, 10), None)]);
         let (backlog, _) = fanout.subscribe().expect("open");
         assert_eq!(firsts(&backlog), [2, 3, 4]);
-        fanout.publish(packet(5, 10), Some(200));
+        fanout.publish(vec![(packet(5, 10), Some(200))]);
         let (backlog, mut rx) = fanout.subscribe().expect("open");
         assert_eq!(firsts(&backlog), [5]);
-        fanout.publish(packet(6, 10), None);
-        assert_eq!(rx.try_recv().expect("fed").data[0], 6);
+        fanout.publish(vec![(packet(6, 10), None)]);
+        assert_eq!(firsts(&rx.try_recv().expect("fed")), [6]);
+    }
+
+    #[test]
+    fn a_batch_reaches_players_whole_and_a_keyframe_inside_it_restarts_the_gop() {
+        let mut fanout = Fanout::new(16, 1 << 20);
+        let (_, mut rx) = fanout.subscribe().expect("open");
+        fanout.publish(vec![
+            (packet(1, 10), Some(1)),
+            (packet(2, 10), None),
+            (packet(3, 10), Some(2)),
+            (packet(4, 10), None),
+        ]);
+        assert_eq!(firsts(&rx.try_recv().expect("fed")), [1, 2, 3, 4]);
+        assert!(rx.try_recv().is_err(), "one batch, sent once");
+        assert_eq!(firsts(&fanout.subscribe().expect("open").0), [3, 4]);
     }
 
     #[test]
     fn an_oversized_gop_is_dropped_until_the_next_keyframe() {
         let mut fanout = Fanout::new(16, 25);
-        fanout.publish(packet(1, 10), Some(1));
-        fanout.publish(packet(2, 10), None);
-        fanout.publish(packet(3, 10), None); // 30 bytes > 25
-        fanout.publish(packet(4, 10), None);
+        fanout.publish(vec![(packet(1, 10), Some(1))]);
+        fanout.publish(vec![(packet(2, 10), None)]);
+        fanout.publish(vec![(packet(3, 10), None)]); // 30 bytes > 25
+        fanout.publish(vec![(packet(4, 10), None)]);
         assert!(fanout.subscribe().expect("open").0.is_empty());
-        fanout.publish(packet(5, 10), Some(2));
+        fanout.publish(vec![(packet(5, 10), Some(2))]);
         assert_eq!(firsts(&fanout.subscribe().expect("open").0), [5]);
     }
 

@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use clock::Stamped;
-pub use fanout::HubPacket;
+pub use fanout::{HubBatch, HubPacket};
 pub use recorder::Recorder;
 pub use tail::{Tail, TailCursor, TailRead};
 
@@ -124,7 +124,7 @@ enum Cmd {
 /// Dropping it detaches the player.
 pub struct Subscription {
     pub backlog: Vec<HubPacket>,
-    pub rx: broadcast::Receiver<HubPacket>,
+    pub rx: broadcast::Receiver<HubBatch>,
     _guard: PlayerGuard,
 }
 
@@ -318,14 +318,16 @@ impl Hub {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fans a packet out to the players (see [`fanout`]), and keeps it in
-    /// the tail once the recording has stopped.
-    fn publish(&self, packet: HubPacket, keyframe_ts: Option<u32>) {
+    /// Fans packets out to the players as one batch (see [`fanout`]), and
+    /// keeps them in the tail once the recording has stopped.
+    fn publish(&self, packets: Vec<(HubPacket, Option<u32>)>) {
         let mut shared = self.lock();
         if let Some(tail) = &shared.tail {
-            tail.push(packet.clone());
+            for (packet, _) in &packets {
+                tail.push(packet.clone());
+            }
         }
-        shared.fanout.publish(packet, keyframe_ts);
+        shared.fanout.publish(packets);
     }
 
     /// The recording stopped short: from now on the hub keeps what the

@@ -31,7 +31,13 @@ pub(super) struct Supervisor {
     backoff: Backoff,
     reconnects_left: u32,
     counters: OriginCounters,
+    /// Packets stamped and recorded, to be published as one batch.
+    batch: Vec<(HubPacket, Option<u32>)>,
 }
+
+/// Most packets already waiting from the origin that go to the players as
+/// one batch.
+const BATCH_PACKETS: usize = 32;
 
 impl Supervisor {
     pub(super) fn new(
@@ -54,6 +60,7 @@ impl Supervisor {
             backoff: Backoff::default(),
             reconnects_left: settings.reconnect_attempts,
             counters,
+            batch: Vec::new(),
         }
     }
 
@@ -83,16 +90,15 @@ impl Supervisor {
                     }
                     None => break,
                 },
-                event = next_event(&mut self.origin) => match event {
-                    OriginEvent::Packet { track, rtcp, data } => self.on_packet(track, rtcp, data),
-                    OriginEvent::Ended { reason } => {
+                event = next_event(&mut self.origin) => {
+                    if let Some(reason) = self.on_events(event) {
                         self.origin = None;
                         match self.after_end(reason) {
                             Some(delay) => reconnect_at = Some(Instant::now() + delay),
                             None => break,
                         }
                     }
-                },
+                }
                 changed = players.changed() => {
                     if changed.is_err() {
                         break;
@@ -191,6 +197,30 @@ impl Supervisor {
         }
     }
 
+    /// Takes `event` and the events already waiting behind it (up to
+    /// [`BATCH_PACKETS`]), and publishes their packets as one batch. Returns
+    /// why the origin session ended, if it did.
+    fn on_events(&mut self, mut event: OriginEvent) -> Option<EndReason> {
+        let mut taken = 0;
+        let ended = loop {
+            match event {
+                OriginEvent::Ended { reason } => break Some(reason),
+                OriginEvent::Packet { track, rtcp, data } => self.on_packet(track, rtcp, data),
+            }
+            taken += 1;
+            let waiting = match &mut self.origin {
+                Some((_, events)) if taken < BATCH_PACKETS => events.try_recv().ok(),
+                _ => None,
+            };
+            match waiting {
+                Some(waiting) => event = waiting,
+                None => break None,
+            }
+        };
+        self.publish_batch();
+        ended
+    }
+
     fn on_packet(&mut self, track: usize, rtcp: bool, data: Bytes) {
         self.counters.received_bytes.inc_by(data.len() as u64);
         let Some(stamped) = self.stamper.stamp(track, rtcp, data) else {
@@ -198,15 +228,17 @@ impl Supervisor {
         };
         if let Some(recorder) = &mut self.recorder {
             if let Err(stopped) = recorder.record(&stamped) {
-                // The tail first, then the seal: a player who sees the
-                // store's end must find the tail.
+                // What the store holds goes out before the tail starts (it
+                // must not be kept twice); the tail first, then the seal: a
+                // player who sees the store's end must find the tail.
+                self.publish_batch();
                 self.hub.recording_stopped(stopped.unwritten, stopped.wrote);
                 if let Some(recorder) = self.recorder.take() {
                     recorder.finish(true);
                 }
             }
         }
-        self.hub.publish(
+        self.batch.push((
             HubPacket {
                 track,
                 rtcp,
@@ -214,7 +246,13 @@ impl Supervisor {
                 npt: stamped.npt,
             },
             stamped.keyframe_ts,
-        );
+        ));
+    }
+
+    fn publish_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.hub.publish(std::mem::take(&mut self.batch));
+        }
     }
 
     async fn shut_down(mut self) {

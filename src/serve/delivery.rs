@@ -2,7 +2,7 @@
 //! (RTP/AVP/TCP interleaved) or to its UDP ports.
 //!
 //! Each playing session has one forwarder task. It sends the hub's GOP backlog
-//! first, then whatever the hub broadcasts. Over TCP every packet already
+//! first, then the batches the hub broadcasts. Over TCP every packet already
 //! waiting is framed into one buffer and handed to the connection's writer as a
 //! single write; UDP datagrams already waiting leave in one `sendmmsg` per
 //! socket. A forwarder that falls behind the hub's broadcast capacity
@@ -57,8 +57,8 @@ impl TrackDelivery {
     }
 }
 
-/// Most packets framed into one TCP write.
-const BATCH_PACKETS: usize = 256;
+/// Most of the hub's batches framed into one TCP write.
+const BATCHES_PER_WRITE: usize = 64;
 /// A player's send buffer is reused from write to write up to this size; a
 /// bigger one (a joining player's GOP backlog, a burst after a seek) is
 /// let go once sent, so that a thousand players do not each keep a GOP's
@@ -76,13 +76,11 @@ pub async fn forward(
 ) {
     let rx = &mut sub.rx;
     let mut sender = Sender::new(tracks);
-    for packet in std::mem::take(&mut sub.backlog) {
-        sender.push(&packet);
-    }
+    sender.push_batch(&std::mem::take(&mut sub.backlog));
     let mut end = sender.flush(Some(&session)).await.err();
     while end.is_none() {
         match rx.recv().await {
-            Ok(packet) => sender.push(&packet),
+            Ok(batch) => sender.push_batch(&batch),
             Err(RecvError::Lagged(n)) => end = Some(End::TooSlow(n)),
             Err(RecvError::Closed) => end = Some(End::PresentationEnded),
         }
@@ -95,12 +93,12 @@ pub async fn forward(
             }
         }
         // Everything already waiting goes out in the same write.
-        for _ in 1..BATCH_PACKETS {
+        for _ in 1..BATCHES_PER_WRITE {
             if end.is_some() {
                 break;
             }
             match rx.try_recv() {
-                Ok(packet) => sender.push(&packet),
+                Ok(batch) => sender.push_batch(&batch),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(n)) => end = Some(End::TooSlow(n)),
                 Err(TryRecvError::Closed) => end = Some(End::PresentationEnded),
@@ -212,8 +210,8 @@ struct Sender {
     /// UDP datagrams waiting for the next flush, per socket (a session has
     /// at most an RTP and an RTCP socket), in the order they were queued.
     datagrams: Vec<UdpQueue>,
-    /// Last SSRC seen per track, for the BYE.
-    ssrcs: BTreeMap<usize, u32>,
+    /// Last SSRC seen per track (a handful), for the BYE.
+    ssrcs: Vec<(usize, u32)>,
 }
 
 impl Sender {
@@ -227,17 +225,26 @@ impl Sender {
             batch: BytesMut::new(),
             out,
             datagrams: Vec::new(),
-            ssrcs: BTreeMap::new(),
+            ssrcs: Vec::new(),
         }
     }
 
-    fn push(&mut self, packet: &HubPacket) {
-        if !packet.rtcp {
-            if let Ok(view) = rtp::RtpView::parse(&packet.data) {
-                self.ssrcs.insert(packet.track, view.ssrc());
+    fn push_batch(&mut self, packets: &[HubPacket]) {
+        for packet in packets {
+            if !packet.rtcp {
+                if let Ok(view) = rtp::RtpView::parse(&packet.data) {
+                    self.note_ssrc(packet.track, view.ssrc());
+                }
             }
+            self.push_raw(packet.track, packet.rtcp, &packet.data);
         }
-        self.push_raw(packet.track, packet.rtcp, &packet.data);
+    }
+
+    fn note_ssrc(&mut self, track: usize, ssrc: u32) {
+        match self.ssrcs.iter_mut().find(|(t, _)| *t == track) {
+            Some((_, known)) => *known = ssrc,
+            None => self.ssrcs.push((track, ssrc)),
+        }
     }
 
     fn push_raw(&mut self, track: usize, rtcp: bool, data: &[u8]) {
@@ -290,7 +297,7 @@ impl Sender {
         let byes: Vec<(usize, Vec<u8>)> = self
             .ssrcs
             .iter()
-            .map(|(&track, &ssrc)| (track, rtp::build_bye(ssrc)))
+            .map(|&(track, ssrc)| (track, rtp::build_bye(ssrc)))
             .collect();
         for (track, bye) in byes {
             self.push_raw(track, true, &bye);

@@ -38,8 +38,10 @@ pub struct PlayerLimits {
     pub max_connections: usize,
     /// A connection with no session that sends no request for this long is closed.
     pub idle_connection: Duration,
-    /// Merged writes: the ticks players' media leaves on.
+    /// Merged writes: the ticks players' media leaves on, from the cache
+    /// and from an origin session.
     pub write_ticks: WriteTicks,
+    pub relay_write_ticks: WriteTicks,
 }
 
 impl PlayerLimits {
@@ -50,6 +52,7 @@ impl PlayerLimits {
             max_connections: *rtsp.max_connections.get_ref(),
             idle_connection: Duration::from_secs(*rtsp.idle_connection_secs.get_ref()),
             write_ticks: WriteTicks::new(Duration::from_millis(rtsp.merge_writes_ms)),
+            relay_write_ticks: WriteTicks::new(Duration::from_millis(rtsp.relay_merge_writes_ms)),
         }
     }
 

@@ -266,7 +266,7 @@ pub fn after_response(server: &Arc<Server>, after: After) {
                 Arc::clone(&server.sessions),
                 sub,
                 tracks,
-                server.player_limits.write_ticks,
+                server.player_limits.relay_write_ticks,
             ));
             session.set_forwarder(forwarder);
         }
