@@ -245,6 +245,31 @@ impl Stop {
 /// Decodes and verifies the record at `offset`, reading no byte at or past
 /// `end` (clamped to the slice). Returns the record and the offset after it.
 pub fn decode_record(bytes: &[u8], offset: u64, end: u64) -> Result<(Record<'_>, u64), Stop> {
+    decode(bytes, offset, end, Checksum::Verify)
+}
+
+/// As [`decode_record`], every check but the checksum: for a record whose
+/// bytes were verified already (see `Segment::verified_to`).
+pub fn decode_verified_record(
+    bytes: &[u8],
+    offset: u64,
+    end: u64,
+) -> Result<(Record<'_>, u64), Stop> {
+    decode(bytes, offset, end, Checksum::Skip)
+}
+
+#[derive(PartialEq)]
+enum Checksum {
+    Verify,
+    Skip,
+}
+
+fn decode(
+    bytes: &[u8],
+    offset: u64,
+    end: u64,
+    checksum: Checksum,
+) -> Result<(Record<'_>, u64), Stop> {
     let end = end.min(bytes.len() as u64);
     let avail = end.saturating_sub(offset);
     let Some(head) =
@@ -277,7 +302,9 @@ pub fn decode_record(bytes: &[u8], offset: u64, end: u64) -> Result<(Record<'_>,
     // In bounds: offset + 20 + len <= end <= bytes.len().
     let payload = &bytes[(offset as usize + RECORD_HEADER_LEN)..next as usize];
     let stored = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
-    if crc32c::crc32c_append(crc32c::crc32c(&head[..16]), payload) != stored {
+    if checksum == Checksum::Verify
+        && crc32c::crc32c_append(crc32c::crc32c(&head[..16]), payload) != stored
+    {
         return Err(Stop::Corrupt("record checksum mismatch"));
     }
     let kind = match head[5] {

@@ -14,11 +14,9 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use memmap2::Mmap;
-
 use crate::format;
 use crate::presentation::{Presentation, View};
-use crate::segment::{PlayOrder, Segment};
+use crate::segment::{Mapping, PlayOrder, Segment};
 use crate::{CacheError, Metadata, Npt, Record};
 
 /// Pins a presentation against eviction while it lives.
@@ -124,7 +122,7 @@ pub struct Cursor {
 
 struct Position {
     segment: Arc<Segment>,
-    map: Arc<Mmap>,
+    map: Arc<Mapping>,
     pos: u64,
     /// `committed` as last seen (or the cut, if this view stops there).
     end: u64,
@@ -173,7 +171,16 @@ impl Cursor {
             Err(e) => return Some(Err(e)),
         }
         let at = self.at.as_mut()?;
-        match format::decode_record(&at.map, at.pos, at.end) {
+        let decoded = if at.map.is_verified(at.pos) {
+            format::decode_verified_record(&at.map, at.pos, at.end)
+        } else {
+            let decoded = format::decode_record(&at.map, at.pos, at.end);
+            if let Ok((_, next)) = &decoded {
+                at.map.verified(at.pos, *next);
+            }
+            decoded
+        };
+        match decoded {
             Ok((record, next)) => {
                 at.pos = next;
                 Some(Ok(record))

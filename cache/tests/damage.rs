@@ -519,3 +519,44 @@ fn damage_found_by_a_cursor_is_skipped_exactly_and_cuts_the_title_there() {
         PresentationState::Complete
     );
 }
+
+/// Cursors sharing a segment's mapping check each record's checksum once
+/// between them; a play after the last of them has left the segment maps it
+/// anew and checks again.
+#[test]
+fn records_are_checked_once_per_mapping_and_again_by_the_next_play() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), config(BIG));
+    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
+    let files = segment_files(&store, "k");
+    let reader = store.open_reader("k").unwrap().unwrap();
+    // `ahead` reads into the 2nd segment, past its 3rd record, and stays there.
+    let mut ahead = reader.cursor();
+    let read = (PER_SEGMENT + 5) as usize;
+    for want in &recs[..read] {
+        let got = ahead.next().expect("a record").expect("intact");
+        assert_eq!(Rec::of(&got), *want);
+    }
+    // The 3rd record's payload changes after `ahead` found it intact: a
+    // cursor sharing the mapping takes it as checked.
+    let damaged_at = 64 + 2 * 1220;
+    flip(&files[1], damaged_at + 100);
+    let mut behind = reader.cursor();
+    let mut records = 0;
+    while let Some(r) = behind.next() {
+        r.expect("checked by `ahead`, not again");
+        records += 1;
+    }
+    assert_eq!(records, 1000);
+    assert_eq!(store.corrupt_records(), 0);
+    drop((ahead, behind));
+
+    // The next play checks every record again and meets the damage.
+    let mut next = reader.cursor();
+    let mut errors = 0;
+    while let Some(r) = next.next() {
+        errors += usize::from(r.is_err());
+    }
+    assert_eq!(errors, 1);
+    assert_eq!(store.corrupt_records(), 1);
+}

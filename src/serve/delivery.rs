@@ -10,23 +10,20 @@
 //! gets an RTCP BYE for each track and, over TCP, the connection is closed.
 
 use std::collections::BTreeMap;
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use streamcache_rtsp::{codec, rtp};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::conn_writer::{ConnWriter, Refused};
 use super::session::{PlayerSession, Sessions};
+use super::udp_out::UdpQueue;
 use crate::hub::{HubPacket, PlayerGuard, Subscription};
 use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
 use crate::timing::WriteTicks;
@@ -182,19 +179,6 @@ impl Sink for PlayerSink {
     }
 }
 
-/// A UDP datagram and where it goes.
-#[cfg(test)]
-type Datagram = (SocketAddr, bytes::Bytes);
-
-/// The datagrams queued for one socket: their bytes one after the other in
-/// one buffer, reused from flush to flush (no allocation per packet).
-struct UdpQueue {
-    socket: Arc<UdpSocket>,
-    bytes: Vec<u8>,
-    /// Destination and end offset in `bytes` of each datagram, in order.
-    ends: Vec<(SocketAddr, usize)>,
-}
-
 enum End {
     TooSlow(u64),
     PresentationEnded,
@@ -269,24 +253,15 @@ impl Sender {
                 } else {
                     (rtp_socket, rtp_dest)
                 };
-                let at = match self
-                    .datagrams
-                    .iter()
-                    .position(|q| Arc::ptr_eq(&q.socket, socket))
-                {
-                    Some(at) => at,
+                let queue = match self.datagrams.iter().position(|q| q.is_for(socket)) {
+                    Some(at) => &mut self.datagrams[at],
                     None => {
-                        self.datagrams.push(UdpQueue {
-                            socket: Arc::clone(socket),
-                            bytes: Vec::new(),
-                            ends: Vec::new(),
-                        });
-                        self.datagrams.len() - 1
+                        self.datagrams.push(UdpQueue::new(Arc::clone(socket)));
+                        let last = self.datagrams.len() - 1;
+                        &mut self.datagrams[last]
                     }
                 };
-                let queue = &mut self.datagrams[at];
-                queue.bytes.extend_from_slice(data);
-                queue.ends.push((*dest, queue.bytes.len()));
+                queue.push(*dest, data);
             }
             None => {} // a track the player did not set up
         }
@@ -309,25 +284,7 @@ impl Sender {
     async fn flush(&mut self, session: Option<&PlayerSession>) -> Result<(), End> {
         let mut sent = 0u64;
         for queue in &mut self.datagrams {
-            if queue.ends.is_empty() {
-                continue;
-            }
-            let mut start = 0;
-            let datagrams: Vec<(SocketAddr, &[u8])> = queue
-                .ends
-                .iter()
-                .map(|&(dest, end)| {
-                    let d = (dest, &queue.bytes[start..end]);
-                    start = end;
-                    d
-                })
-                .collect();
-            sent += send_datagrams(&queue.socket, &datagrams).await;
-            if queue.bytes.capacity() > KEEP_BUFFER_BYTES {
-                queue.bytes = Vec::new();
-            }
-            queue.bytes.clear();
-            queue.ends.clear();
+            sent += queue.flush().await;
         }
         if !self.batch.is_empty() {
             sent += self.batch.len() as u64;
@@ -359,128 +316,10 @@ impl Sender {
     }
 }
 
-/// Sends datagrams, each to its own destination, in as few `sendmmsg` calls
-/// as the socket allows: one system call per batch instead of one per
-/// packet, which is most of the cost of UDP delivery. Returns the bytes sent.
-///
-/// A datagram the kernel refuses (e.g. ECONNREFUSED left by an ICMP error)
-/// is skipped and the rest still go: a lost datagram is UDP's nature, and an
-/// unreachable player shows up as silence and its session times out.
-async fn send_datagrams<D: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(SocketAddr, D)]) -> u64 {
-    let mut rest = datagrams;
-    let mut sent = 0u64;
-    while !rest.is_empty() {
-        // The socket is non-blocking: `try_io` clears its readiness on
-        // WouldBlock, so that `writable()` waits for room.
-        match socket.try_io(Interest::WRITABLE, || sendmmsg_once(socket, rest)) {
-            Ok(n) => {
-                // sendmmsg may send fewer than asked (a full buffer, an
-                // error after the first): go on with the rest.
-                sent += rest[..n]
-                    .iter()
-                    .map(|(_, d)| d.as_ref().len() as u64)
-                    .sum::<u64>();
-                rest = &rest[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.writable().await {
-                    debug!(error = %e, dropped = rest.len(), "udp socket unusable");
-                    break;
-                }
-            }
-            Err(e) => {
-                // The first datagram of `rest` failed on its own.
-                debug!(dest = %rest[0].0, error = %e, "udp send failed");
-                rest = &rest[1..];
-            }
-        }
-    }
-    sent
-}
-
-/// One `sendmmsg` of `datagrams` (non-empty): how many went.
-fn sendmmsg_once<D: AsRef<[u8]>>(
-    socket: &UdpSocket,
-    datagrams: &[(SocketAddr, D)],
-) -> io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams
-        .iter()
-        .map(|(_, d)| [IoSlice::new(d.as_ref())])
-        .collect();
-    let addrs: Vec<Option<SockaddrStorage>> = datagrams
-        .iter()
-        .map(|&(dest, _)| Some(SockaddrStorage::from(dest)))
-        .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(datagrams.len(), None);
-    let no_cmsgs: [ControlMessage<'_>; 0] = [];
-    let results = sendmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        &addrs,
-        no_cmsgs,
-        MsgFlags::empty(),
-    )?;
-    // The results iterate over the messages sent; nix has no length for it.
-    Ok(results.count())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-
-    #[tokio::test]
-    async fn a_batch_reaches_every_destination_in_order() {
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        // Destinations interleaved, every datagram of its own size.
-        let n = 200;
-        let batch: Vec<Datagram> = (0..n)
-            .map(|i: u32| {
-                let dest = if i.is_multiple_of(3) { to_b } else { to_a };
-                (dest, Bytes::from(format!("datagram {i}")))
-            })
-            .collect();
-        let total: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
-        assert_eq!(send_datagrams(&tx, &batch).await, total);
-
-        for (socket, dest) in [(&a, to_a), (&b, to_b)] {
-            let expected: Vec<&Bytes> = batch
-                .iter()
-                .filter(|(d, _)| *d == dest)
-                .map(|(_, data)| data)
-                .collect();
-            let mut buf = [0u8; 64];
-            for want in expected {
-                let (len, from) = socket.recv_from(&mut buf).await.unwrap();
-                assert_eq!(from, tx.local_addr().unwrap());
-                assert_eq!(&buf[..len], &want[..]);
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_datagram_does_not_stop_the_batch() {
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let to = rx.local_addr().unwrap();
-        // An IPv6 destination on an IPv4 socket fails on its own.
-        let bad: SocketAddr = "[::1]:9".parse().unwrap();
-        let batch = vec![
-            (to, Bytes::from_static(b"one")),
-            (bad, Bytes::from_static(b"lost")),
-            (to, Bytes::from_static(b"two")),
-        ];
-        assert_eq!(send_datagrams(&tx, &batch).await, 6);
-        let mut buf = [0u8; 16];
-        for want in [&b"one"[..], b"two"] {
-            let (len, _) = rx.recv_from(&mut buf).await.unwrap();
-            assert_eq!(&buf[..len], want);
-        }
-    }
 
     #[tokio::test]
     async fn a_big_send_buffer_is_let_go_once_written() {

@@ -19,6 +19,7 @@ mod player_auth;
 mod refusals;
 mod seen;
 mod session;
+mod udp_out;
 
 /// The per-packet send path without a server, for `benches/send_path.rs`.
 #[doc(hidden)]
