@@ -319,7 +319,6 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[tokio::test]
     async fn a_big_send_buffer_is_let_go_once_written() {
