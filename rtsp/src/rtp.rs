@@ -388,6 +388,14 @@ pub fn build_receiver_report(ssrc: u32, blocks: &[ReportBlock], cname: &str) -> 
     out
 }
 
+/// The SSRC of an RTP packet, read without checking the rest of its
+/// header: for a forwarder that notes it for every packet it passes on (to
+/// say BYE with it) and checks nothing else of them.
+pub fn ssrc_of(packet: &[u8]) -> Option<u32> {
+    let head = packet.get(..12)?;
+    (head[0] >> 6 == 2).then(|| u32::from_be_bytes([head[8], head[9], head[10], head[11]]))
+}
+
 /// A compound RTCP BYE for `ssrc`: an empty receiver report (a compound
 /// packet must start with SR or RR) followed by the BYE.
 pub fn build_bye(ssrc: u32) -> Vec<u8> {

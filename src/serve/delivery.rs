@@ -216,8 +216,8 @@ impl Sender {
     fn push_batch(&mut self, packets: &[HubPacket]) {
         for packet in packets {
             if !packet.rtcp {
-                if let Ok(view) = rtp::RtpView::parse(&packet.data) {
-                    self.note_ssrc(packet.track, view.ssrc());
+                if let Some(ssrc) = rtp::ssrc_of(&packet.data) {
+                    self.note_ssrc(packet.track, ssrc);
                 }
             }
             self.push_raw(packet.track, packet.rtcp, &packet.data);

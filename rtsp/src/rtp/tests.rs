@@ -38,6 +38,10 @@ fn reads_and_rewrites_headers() {
         (7, 9000, 42, true)
     );
     assert!(rewrite(&mut [0x80; 11], 0, 0, 0).is_err());
+    assert_eq!(ssrc_of(&p), Some(42));
+    assert_eq!(ssrc_of(&p[..11]), None, "shorter than a header");
+    p[0] &= 0x3f;
+    assert_eq!(ssrc_of(&p), None, "not version 2");
 }
 
 #[test]
