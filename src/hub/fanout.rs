@@ -4,7 +4,10 @@
 //! A `tokio::sync::broadcast` channel of reference-counted batches of
 //! packets: what the origin delivered together goes out as one batch, so a
 //! player's task wakes, and the shared counts change, once per batch rather
-//! than once per packet. Its capacity (in batches) is the per-player queue
+//! than once per packet. A batch also carries its packets framed once for
+//! TCP interleaved players on the usual channels (track `t` on `2t` and
+//! `2t + 1`), which most players' forwarders write as they are instead of
+//! framing a copy each. Its capacity (in batches) is the per-player queue
 //! bound: a player that falls that far behind sees `Lagged` and is dropped by
 //! its forwarder, and never slows the hub or anyone else. The *GOP buffer* keeps everything since the latest
 //! video keyframe, so a late joiner starts with a keyframe and its parameter
@@ -14,7 +17,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use std::ops::Deref;
+
+use bytes::{Bytes, BytesMut};
+use streamcache_rtsp::{codec, rtp};
 use streamcache_types::Npt;
 use tokio::sync::broadcast;
 
@@ -31,7 +37,84 @@ pub struct HubPacket {
 }
 
 /// Packets published together, in order; shared by every player.
-pub type HubBatch = Arc<[HubPacket]>;
+pub type HubBatch = Arc<Batch>;
+
+/// See [`HubBatch`]; derefs to its packets.
+#[derive(Debug)]
+pub struct Batch {
+    packets: Vec<HubPacket>,
+    /// The packets as interleaved frames on the usual channels, when every
+    /// track fits a [`Batch::tracks`] bit.
+    framed: Option<Bytes>,
+    tracks: u64,
+    /// The last RTP packet's SSRC per track, read once for every player.
+    ssrcs: Vec<(usize, u32)>,
+}
+
+impl Batch {
+    pub fn new(packets: Vec<HubPacket>) -> Batch {
+        let mut framed = BytesMut::new();
+        let mut tracks = 0u64;
+        let mut frameable = true;
+        let mut ssrcs: Vec<(usize, u32)> = Vec::new();
+        for p in &packets {
+            if let Some(ssrc) = rtp::ssrc_of(&p.data).filter(|_| !p.rtcp) {
+                match ssrcs.iter_mut().find(|(track, _)| *track == p.track) {
+                    Some((_, last)) => *last = ssrc,
+                    None => ssrcs.push((p.track, ssrc)),
+                }
+            }
+            let channel = usual_channel(p.track, p.rtcp);
+            frameable &= p.track < 64
+                && channel
+                    .is_some_and(|ch| codec::put_interleaved(ch, &p.data, &mut framed).is_ok());
+            tracks |= track_bit(p.track);
+        }
+        Batch {
+            packets,
+            framed: frameable.then(|| framed.freeze()),
+            tracks,
+            ssrcs,
+        }
+    }
+
+    /// Bit `t` set: the batch has packets of track `t` (`t` < 64).
+    pub fn tracks(&self) -> u64 {
+        self.tracks
+    }
+
+    /// Track and SSRC of each track's last RTP packet.
+    pub fn ssrcs(&self) -> &[(usize, u32)] {
+        &self.ssrcs
+    }
+
+    /// The packets framed on the usual channels, if they could be.
+    pub fn framed(&self) -> Option<&Bytes> {
+        self.framed.as_ref()
+    }
+}
+
+impl Deref for Batch {
+    type Target = [HubPacket];
+
+    fn deref(&self) -> &[HubPacket] {
+        &self.packets
+    }
+}
+
+/// Bit `track` (0 for tracks from 64 on, which have none).
+pub fn track_bit(track: usize) -> u64 {
+    u32::try_from(track)
+        .ok()
+        .and_then(|t| 1u64.checked_shl(t))
+        .unwrap_or(0)
+}
+
+/// The interleaved channel a player that set up the tracks in order gets a
+/// track's RTP (`2t`) or RTCP (`2t + 1`) on.
+pub fn usual_channel(track: usize, rtcp: bool) -> Option<u8> {
+    u8::try_from(2 * track + usize::from(rtcp)).ok()
+}
 
 /// The broadcast and the GOP buffer; lives inside the hub's lock.
 pub(super) struct Fanout {
@@ -70,7 +153,7 @@ impl Fanout {
     /// `keyframe_ts`: set for the packets of a video keyframe's access unit,
     /// the first of which restarts the GOP buffer.
     pub(super) fn publish(&mut self, packets: Vec<(HubPacket, Option<u32>)>) {
-        let batch: HubBatch = packets
+        let packets: Vec<HubPacket> = packets
             .into_iter()
             .map(|(packet, keyframe_ts)| {
                 self.keep_in_gop(&packet, keyframe_ts);
@@ -78,8 +161,8 @@ impl Fanout {
             })
             .collect();
         // No receivers is fine: the hub lingers with nobody watching.
-        if let (Some(tx), false) = (&self.tx, batch.is_empty()) {
-            let _ = tx.send(batch);
+        if let (Some(tx), false) = (&self.tx, packets.is_empty()) {
+            let _ = tx.send(Arc::new(Batch::new(packets)));
         }
     }
 
@@ -159,6 +242,21 @@ mod tests {
         assert_eq!(firsts(&rx.try_recv().expect("fed")), [1, 2, 3, 4]);
         assert!(rx.try_recv().is_err(), "one batch, sent once");
         assert_eq!(firsts(&fanout.subscribe().expect("open").0), [3, 4]);
+    }
+
+    #[test]
+    fn a_batch_is_framed_once_on_the_usual_channels() {
+        let mut audio_rtcp = packet(9, 3);
+        (audio_rtcp.track, audio_rtcp.rtcp) = (1, true);
+        let batch = Batch::new(vec![packet(7, 2), audio_rtcp]);
+        assert_eq!(batch.tracks(), 0b11);
+        assert!(batch.ssrcs().is_empty(), "version 0: no RTP, no SSRC");
+        let framed = batch.framed().expect("framed");
+        assert_eq!(&framed[..], &[b'$', 0, 0, 2, 7, 7, b'$', 3, 0, 3, 9, 9, 9]);
+        // Track 64 has no bit: no shared framing.
+        let mut far = packet(1, 1);
+        far.track = 64;
+        assert!(Batch::new(vec![far]).framed().is_none());
     }
 
     #[test]

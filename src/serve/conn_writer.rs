@@ -106,6 +106,12 @@ impl ConnWriter {
     /// Media: written now, or queued behind what waits. Never waits itself
     /// (media must not pile up behind a slow player).
     pub fn write(&self, bytes: &[u8]) -> Result<(), Refused> {
+        self.write_parts(&[IoSlice::new(bytes)])
+    }
+
+    /// Media in several parts, one after the other: as [`ConnWriter::write`],
+    /// in one `writev`.
+    pub fn write_parts(&self, parts: &[IoSlice<'_>]) -> Result<(), Refused> {
         let mut state = self.lock();
         if state.socket.is_none() || state.closing {
             return Err(Refused::Closed);
@@ -113,7 +119,7 @@ impl ConnWriter {
         if state.queue.len() >= OUT_QUEUE {
             return Err(Refused::Full);
         }
-        self.write_or_queue(&mut state, bytes);
+        self.write_or_queue(&mut state, parts);
         Ok(())
     }
 
@@ -146,13 +152,13 @@ impl ConnWriter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_or_queue(&self, state: &mut State, bytes: &[u8]) {
+    fn write_or_queue(&self, state: &mut State, parts: &[IoSlice<'_>]) {
         let mut written = 0;
         if state.queue.is_empty() {
             let Some(socket) = &state.socket else {
                 return;
             };
-            match socket.try_write_vectored(&[IoSlice::new(bytes)]) {
+            match socket.try_write_vectored(parts) {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
@@ -164,10 +170,16 @@ impl ConnWriter {
                 }
             }
         }
-        if written < bytes.len() {
-            state
-                .queue
-                .push_back(Bytes::copy_from_slice(&bytes[written..]));
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if written < total {
+            // What the socket did not take, copied into one piece.
+            let mut rest = Vec::with_capacity(total - written);
+            for part in parts {
+                let skip = written.min(part.len());
+                written -= skip;
+                rest.extend_from_slice(&part[skip..]);
+            }
+            state.queue.push_back(Bytes::from(rest));
             self.work.notify_one();
         }
     }

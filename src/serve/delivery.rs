@@ -10,10 +10,11 @@
 //! gets an RTCP BYE for each track and, over TCP, the connection is closed.
 
 use std::collections::BTreeMap;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use streamcache_rtsp::{codec, rtp};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -24,7 +25,7 @@ use tracing::warn;
 use super::conn_writer::{ConnWriter, Refused};
 use super::session::{PlayerSession, Sessions};
 use super::udp_out::UdpQueue;
-use crate::hub::{HubPacket, PlayerGuard, Subscription};
+use crate::hub::{track_bit, usual_channel, Batch, HubPacket, PlayerGuard, Subscription};
 use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
 use crate::timing::WriteTicks;
 
@@ -77,7 +78,7 @@ pub async fn forward(
     let mut end = sender.flush(Some(&session)).await.err();
     while end.is_none() {
         match rx.recv().await {
-            Ok(batch) => sender.push_batch(&batch),
+            Ok(batch) => sender.push_hub_batch(&batch),
             Err(RecvError::Lagged(n)) => end = Some(End::TooSlow(n)),
             Err(RecvError::Closed) => end = Some(End::PresentationEnded),
         }
@@ -95,7 +96,7 @@ pub async fn forward(
                 break;
             }
             match rx.try_recv() {
-                Ok(batch) => sender.push_batch(&batch),
+                Ok(batch) => sender.push_hub_batch(&batch),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(n)) => end = Some(End::TooSlow(n)),
                 Err(TryRecvError::Closed) => end = Some(End::PresentationEnded),
@@ -188,8 +189,15 @@ enum End {
 /// Frames and sends packets toward one player.
 struct Sender {
     tracks: BTreeMap<usize, TrackDelivery>,
-    /// Interleaved frames waiting for the next flush.
+    /// Interleaved frames waiting for the next flush, framed here.
     batch: BytesMut,
+    /// Interleaved output waiting for the next flush when some of it is the
+    /// hub's own framing (written as it is): pieces in order, `batch` sealed
+    /// into one before each of the hub's.
+    parts: Vec<Bytes>,
+    /// Bit `t`: track `t` goes over interleaved channels `2t` and `2t + 1`,
+    /// as the hub frames it.
+    usual: u64,
     out: Option<Arc<ConnWriter>>,
     /// UDP datagrams waiting for the next flush, per socket (a session has
     /// at most an RTP and an RTCP socket), in the order they were queued.
@@ -204,23 +212,58 @@ impl Sender {
             TrackDelivery::Interleaved { out, .. } => Some(Arc::clone(out)),
             TrackDelivery::Udp { .. } => None,
         });
+        let usual = tracks
+            .iter()
+            .filter(|(&track, delivery)| {
+                matches!(delivery, TrackDelivery::Interleaved { rtp, rtcp, .. }
+                    if Some(*rtp) == usual_channel(track, false) && Some(*rtcp) == usual_channel(track, true))
+            })
+            .fold(0, |bits, (&track, _)| bits | track_bit(track));
         Sender {
             tracks,
             batch: BytesMut::new(),
+            parts: Vec::new(),
+            usual,
             out,
             datagrams: Vec::new(),
             ssrcs: Vec::new(),
         }
     }
 
-    fn push_batch(&mut self, packets: &[HubPacket]) {
-        for packet in packets {
-            if !packet.rtcp {
-                if let Some(ssrc) = rtp::ssrc_of(&packet.data) {
-                    self.note_ssrc(packet.track, ssrc);
+    /// A batch from the hub: its own framing when it fits this player (no
+    /// copy), else framed here.
+    fn push_hub_batch(&mut self, batch: &Batch) {
+        match batch.framed() {
+            Some(framed) if self.out.is_some() && batch.tracks() & !self.usual == 0 => {
+                for &(track, ssrc) in batch.ssrcs() {
+                    self.note_ssrc(track, ssrc);
                 }
+                self.seal_batch();
+                self.parts.push(framed.clone());
             }
+            _ => self.push_batch(batch),
+        }
+    }
+
+    fn push_batch(&mut self, packets: &[HubPacket]) {
+        self.note_ssrcs(packets);
+        for packet in packets {
             self.push_raw(packet.track, packet.rtcp, &packet.data);
+        }
+    }
+
+    fn note_ssrcs(&mut self, packets: &[HubPacket]) {
+        for packet in packets.iter().filter(|p| !p.rtcp) {
+            if let Some(ssrc) = rtp::ssrc_of(&packet.data) {
+                self.note_ssrc(packet.track, ssrc);
+            }
+        }
+    }
+
+    /// What was framed here so far becomes a piece of `parts`.
+    fn seal_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.parts.push(self.batch.split().freeze());
         }
     }
 
@@ -286,14 +329,26 @@ impl Sender {
         for queue in &mut self.datagrams {
             sent += queue.flush().await;
         }
-        if !self.batch.is_empty() {
-            sent += self.batch.len() as u64;
+        if !self.batch.is_empty() || !self.parts.is_empty() {
+            if !self.parts.is_empty() {
+                self.seal_batch();
+            }
             let written = match &self.out {
                 // Written from this task straight to the socket when the
                 // connection has nothing queued; the batch is reused.
-                Some(out) => out.write(&self.batch),
+                Some(out) if self.parts.is_empty() => {
+                    sent += self.batch.len() as u64;
+                    out.write(&self.batch)
+                }
+                Some(out) => {
+                    let parts: Vec<IoSlice<'_>> =
+                        self.parts.iter().map(|p| IoSlice::new(p)).collect();
+                    sent += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+                    out.write_parts(&parts)
+                }
                 None => Ok(()),
             };
+            self.parts.clear();
             if self.batch.capacity() > KEEP_BUFFER_BYTES {
                 self.batch = BytesMut::new();
             }
@@ -320,19 +375,104 @@ impl Sender {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_big_send_buffer_is_let_go_once_written() {
+    /// A sender over a loopback TCP connection, with what the player reads.
+    async fn interleaved(channels: &[(usize, u8)]) -> (Sender, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (_read, write) = accepted.unwrap().0.into_split();
         let (out, _flusher) = ConnWriter::spawn(write);
-        let delivery = TrackDelivery::Interleaved {
-            rtp: 0,
-            rtcp: 1,
-            out,
+        let tracks = channels.iter().map(|&(track, rtp)| {
+            let out = Arc::clone(&out);
+            let delivery = TrackDelivery::Interleaved {
+                rtp,
+                rtcp: rtp + 1,
+                out,
+            };
+            (track, delivery)
+        });
+        (Sender::new(tracks.collect()), client.unwrap())
+    }
+
+    async fn read_exactly(client: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    fn hub_packet(track: usize, rtcp: bool, fill: u8) -> HubPacket {
+        let mut data = vec![fill; 20];
+        data[0] = 0x80; // RTP version 2
+        HubPacket {
+            track,
+            rtcp,
+            data: Bytes::from(data),
+            npt: streamcache_types::Npt::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_player_gets_the_hub_s_framing_or_its_own_as_its_channels_say() {
+        let batch = Batch::new(vec![
+            hub_packet(0, false, 1),
+            hub_packet(1, false, 2),
+            hub_packet(1, true, 3),
+        ]);
+        let own = |channels: &[(usize, u8)]| {
+            let mut framed = BytesMut::new();
+            for p in batch.iter() {
+                let Some(&(_, rtp)) = channels.iter().find(|(t, _)| *t == p.track) else {
+                    continue;
+                };
+                codec::put_interleaved(rtp + u8::from(p.rtcp), &p.data, &mut framed).unwrap();
+            }
+            framed.to_vec()
         };
-        let mut sender = Sender::new(BTreeMap::from([(0, delivery)]));
+        let usual = [(0, 0), (1, 2)];
+        let swapped = [(0, 2), (1, 0)];
+        let video_only = [(0, 0)];
+        for channels in [&usual[..], &swapped, &video_only] {
+            let (mut sender, mut client) = interleaved(channels).await;
+            sender.push_hub_batch(&batch);
+            let shared = !sender.parts.is_empty();
+            assert_eq!(shared, channels == usual, "{channels:?}");
+            assert!(sender.flush(None).await.is_ok());
+            let want = own(channels);
+            assert_eq!(
+                read_exactly(&mut client, want.len()).await,
+                want,
+                "{channels:?}"
+            );
+        }
+        // The hub's framing is these same bytes.
+        assert_eq!(batch.framed().unwrap().to_vec(), own(&usual));
+    }
+
+    #[tokio::test]
+    async fn what_a_sender_frames_itself_and_the_hub_s_framing_keep_their_order() {
+        let (mut sender, mut client) = interleaved(&[(0, 0)]).await;
+        let backlog = [hub_packet(0, false, 1)];
+        sender.push_batch(&backlog);
+        sender.push_hub_batch(&Batch::new(vec![hub_packet(0, false, 2)]));
+        assert!(!sender.parts.is_empty(), "the hub's framing");
+        assert_eq!(
+            sender.ssrcs,
+            [(0, 0x0202_0202)],
+            "the BYE's SSRC, from the batch"
+        );
+        sender.bye();
+        assert!(sender.flush(None).await.is_ok());
+        let got = read_exactly(&mut client, 2 * 24).await;
+        assert_eq!((got[4 + 1], got[24 + 4 + 1]), (1, 2));
+        // Then the BYE on the RTCP channel.
+        let bye = read_exactly(&mut client, 4).await;
+        assert_eq!(&bye[..2], &[b'$', 1]);
+    }
+
+    #[tokio::test]
+    async fn a_big_send_buffer_is_let_go_once_written() {
+        let (mut sender, _client) = interleaved(&[(0, 0)]).await;
         // A GOP backlog's worth, then what a live tick carries.
         for _ in 0..100 {
             sender.push_raw(0, false, &[0u8; 1400]);
@@ -345,6 +485,5 @@ mod tests {
         let small = sender.batch.capacity();
         assert!(sender.flush(None).await.is_ok());
         assert_eq!(sender.batch.capacity(), small, "a small buffer is reused");
-        drop(client);
     }
 }

@@ -114,6 +114,25 @@ async fn what_the_socket_does_not_take_follows_in_order() {
 }
 
 #[tokio::test]
+async fn parts_leave_in_one_writev_and_what_is_not_taken_follows_in_order() {
+    let pipe = Pipe::with_room(5);
+    let (writer, _flusher) = ConnWriter::spawn(PipeEnd(pipe.clone()));
+    let parts = [
+        IoSlice::new(b"abc"),
+        IoSlice::new(b"defg"),
+        IoSlice::new(b"hi"),
+    ];
+    writer.write_parts(&parts).unwrap();
+    assert_eq!(pipe.received(), b"abcde");
+    assert_eq!(pipe.0.lock().unwrap().writes, 1);
+    // The rest, from the middle of the second part, queued as one piece.
+    assert_eq!(writer.lock().queue.len(), 1);
+    pipe.make_room(100);
+    settle().await;
+    assert_eq!(pipe.received(), b"abcdefghi");
+}
+
+#[tokio::test]
 async fn a_player_that_does_not_read_is_refused_media_but_responses_wait() {
     let pipe = Pipe::with_room(0);
     let (writer, _flusher) = ConnWriter::spawn(PipeEnd(pipe.clone()));
