@@ -16,16 +16,22 @@ use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Pieces of output queued toward one connection. Beyond this the player is
 /// not reading: media is refused ([`Refused::Full`]) and its sessions end;
 /// responses wait for room.
 pub const OUT_QUEUE: usize = 256;
+/// The same when the oldest piece queued has waited this long: with merged
+/// writes a piece is a tick's worth of media, and 256 of them would let a
+/// player that stopped reading hold half a minute of it.
+pub const OUT_QUEUE_AGE: Duration = Duration::from_secs(4);
 
 /// Most queued pieces written in one `writev`.
 const WRITE_BATCH: usize = 64;
@@ -69,7 +75,7 @@ pub struct ConnWriter {
 struct State {
     /// `None` once closed or failed.
     socket: Option<Box<dyn WriteSocket>>,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Piece>,
     /// Close once the queue is written.
     closing: bool,
 }
@@ -116,7 +122,7 @@ impl ConnWriter {
         if state.socket.is_none() || state.closing {
             return Err(Refused::Closed);
         }
-        if state.queue.len() >= OUT_QUEUE {
+        if state.is_full() {
             return Err(Refused::Full);
         }
         self.write_or_queue(&mut state, parts);
@@ -179,7 +185,10 @@ impl ConnWriter {
                 written -= skip;
                 rest.extend_from_slice(&part[skip..]);
             }
-            state.queue.push_back(Bytes::from(rest));
+            state.queue.push_back(Piece {
+                bytes: Bytes::from(rest),
+                queued_at: Instant::now(),
+            });
             self.work.notify_one();
         }
     }
@@ -219,6 +228,12 @@ impl ConnWriter {
     }
 }
 
+/// Output the socket did not take at once.
+struct Piece {
+    bytes: Bytes,
+    queued_at: Instant,
+}
+
 /// What the flusher found.
 enum Flushed {
     /// The queue is written out.
@@ -230,13 +245,21 @@ enum Flushed {
 }
 
 impl State {
+    fn is_full(&self) -> bool {
+        self.queue.len() >= OUT_QUEUE
+            || self
+                .queue
+                .front()
+                .is_some_and(|p| p.queued_at.elapsed() >= OUT_QUEUE_AGE)
+    }
+
     fn write_queued(&mut self) -> Flushed {
         let Some(socket) = &self.socket else {
             return Flushed::Over;
         };
         while !self.queue.is_empty() {
             let slices: [IoSlice<'_>; WRITE_BATCH] = std::array::from_fn(|i| {
-                IoSlice::new(self.queue.get(i).map_or(&[][..], |b| &b[..]))
+                IoSlice::new(self.queue.get(i).map_or(&[][..], |p| &p.bytes[..]))
             });
             let count = self.queue.len().min(WRITE_BATCH);
             let mut n = match socket.try_write_vectored(&slices[..count]) {
@@ -256,11 +279,11 @@ impl State {
                 let Some(front) = self.queue.front_mut() else {
                     break;
                 };
-                if n >= front.len() {
-                    n -= front.len();
+                if n >= front.bytes.len() {
+                    n -= front.bytes.len();
                     self.queue.pop_front();
                 } else {
-                    front.advance(n);
+                    front.bytes.advance(n);
                     n = 0;
                 }
             }

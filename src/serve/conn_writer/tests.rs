@@ -154,6 +154,23 @@ async fn a_player_that_does_not_read_is_refused_media_but_responses_wait() {
     assert_eq!(pipe.received(), expected);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_player_whose_oldest_output_waits_too_long_is_refused_media() {
+    let pipe = Pipe::with_room(0);
+    let (writer, _flusher) = ConnWriter::spawn(PipeEnd(pipe.clone()));
+    writer.write(b"tick 1").unwrap();
+    tokio::time::advance(OUT_QUEUE_AGE / 2).await;
+    writer.write(b"tick 2").unwrap();
+    tokio::time::advance(OUT_QUEUE_AGE / 2).await;
+    // Two pieces only, but the first has waited long enough.
+    assert_eq!(writer.write(b"tick 3"), Err(Refused::Full));
+    // Once the player reads again, what waits leaves and media is taken.
+    pipe.make_room(1 << 20);
+    settle().await;
+    assert_eq!(pipe.received(), b"tick 1tick 2");
+    writer.write(b"tick 4").unwrap();
+}
+
 #[tokio::test]
 async fn close_writes_what_is_queued_then_closes() {
     let pipe = Pipe::with_room(2);
