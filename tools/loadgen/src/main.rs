@@ -1,43 +1,48 @@
 //! `streamcache-loadgen`: a raw RTSP load client for measuring streamcache
 //! (or any RTSP server) on loopback.
 //!
-//! It opens N player sessions over RTP/AVP/TCP interleaved, ramped at a
-//! given rate, keeps them all playing for a duration, optionally starts one
-//! late joiner, and reports set-up outcomes, bytes and packets received,
-//! sequence loss, PLAY → first-packet latency, and the pacing error of
-//! packets against their RTP timestamps. See `tools/loadgen/README.md` for
-//! what each figure means exactly.
+//! It opens N player sessions over RTP/AVP/TCP interleaved (or RTP/AVP over
+//! UDP with `--transport udp`), ramped at a given rate, keeps them all
+//! playing for a duration, optionally starts one late joiner, and reports
+//! set-up outcomes, bytes and packets received, sequence loss, PLAY →
+//! first-packet latency, and the pacing error of packets against their RTP
+//! timestamps. See `tools/loadgen/README.md` for what each figure means
+//! exactly.
 //!
 //! With `--redirect-rate`, it instead sends DESCRIBE requests at a fixed
 //! rate, one new connection each, and reports the latency of the answers
 //! (a streamcache master's 302 redirects): see [`redirect`].
 //!
 //! Modules: [`client`] (one RTSP connection on the project's sans-io codec),
-//! [`session`] (one player from DESCRIBE to TEARDOWN), [`track`] (per-track
-//! counters, loss and pacing), [`rap`] (random-access detection), [`redirect`],
-//! [`histogram`], [`report`].
+//! [`session`] (one player from DESCRIBE to TEARDOWN), [`receiver`] (what a
+//! playing session receives, per track), [`udp`] (port pairs and receiving
+//! tasks over UDP), [`track`] (per-track counters, loss and pacing), [`rap`]
+//! (random-access detection), [`redirect`], [`histogram`], [`report`].
 
 mod client;
 mod histogram;
 mod rap;
+mod receiver;
 mod redirect;
 mod report;
 mod session;
 mod track;
+mod udp;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use report::{Report, RunInfo};
-use session::{Plan, SessionResult, TEARDOWN_WAIT};
+use session::{Plan, SessionResult, Transport, TEARDOWN_WAIT};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamcache_rtsp::rtsp_types::{Host, Url};
 use tokio::time::{sleep_until, timeout_at};
 
-/// Raw RTSP load client: N players over TCP interleaved against a loopback
-/// RTSP server, reporting loss, first-packet latency and pacing.
+/// Raw RTSP load client: N players over TCP interleaved or UDP against a
+/// loopback RTSP server, reporting loss, first-packet latency and pacing.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -58,6 +63,12 @@ struct Args {
     /// `Range` header for PLAY, e.g. `npt=0.000-` (none by default).
     #[arg(long)]
     range: Option<String>,
+    /// How players receive the media: `tcp` interleaved on the RTSP
+    /// connection, or `udp`: per track an even/odd pair of loopback UDP
+    /// ports (RTP, RTCP) offered as `client_port`, from 20000-32767, with a
+    /// 4 MiB receive buffer asked for (capped at net.core.rmem_max).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
     /// Also start one extra session after the ramp and report it apart.
     #[arg(long)]
     late_joiner: bool,
@@ -183,6 +194,8 @@ async fn run(args: &Args) -> Result<Report> {
         range: args.range.clone(),
         setup_timeout,
         stop_at: t0 + ramp + duration,
+        transport: args.transport,
+        ports: Arc::new(udp::PortCursor::new(udp::PORT_RANGE, std::process::id())),
     };
     let abandon_at = plan.stop_at + TEARDOWN_WAIT + FINISH_SLACK;
 
@@ -205,6 +218,11 @@ async fn run(args: &Args) -> Result<Report> {
         players: args.players,
         ramp_per_sec: args.rate,
         duration_secs: duration.as_secs_f64(),
+        transport: args.transport,
+        udp_receive_buffer: match args.transport {
+            Transport::Udp => udp::granted_receive_buffer(),
+            Transport::Tcp => None,
+        },
     };
     Ok(Report::build(info, &results, late.as_ref()))
 }
@@ -289,5 +307,9 @@ mod tests {
         .unwrap();
         assert_eq!((a.players, a.late_joiner, a.json), (200, true, true));
         assert_eq!(a.duration, 30.0);
+        assert_eq!(a.transport, Transport::Tcp);
+        let a = Args::try_parse_from(["loadgen", "rtsp://127.0.0.1/x", "--transport", "udp"]);
+        assert_eq!(a.unwrap().transport, Transport::Udp);
+        assert!(Args::try_parse_from(["loadgen", "rtsp://h/x", "--transport", "sctp"]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! `tools/loadgen/README.md`.
 
 use crate::histogram::Histogram;
-use crate::session::SessionResult;
+use crate::session::{SessionResult, Transport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -20,6 +20,11 @@ pub struct RunInfo {
     pub ramp_per_sec: f64,
     /// Seconds all players played together after the ramp.
     pub duration_secs: f64,
+    /// How the players received the media (`tcp` or `udp`).
+    pub transport: Transport,
+    /// Over UDP: each socket's receive buffer as the kernel granted it
+    /// (`SO_RCVBUF` read back, which the kernel doubles), bytes.
+    pub udp_receive_buffer: Option<usize>,
 }
 
 /// The figures of one run.
@@ -98,6 +103,10 @@ pub struct Loss {
     pub gaps: u64,
     /// `lost / (lost + received)`.
     pub ratio: f64,
+    /// Over UDP: datagrams the kernel dropped because a player's own socket
+    /// buffer was full (part of `lost_packets` when on an RTP socket), summed
+    /// over the sessions that could read it; `None` over TCP.
+    pub udp_socket_drops: Option<u64>,
 }
 
 /// Quantiles of a distribution, in milliseconds.
@@ -267,6 +276,9 @@ impl Report {
                 rap.first_packet_rap += usize::from(v.packet_rap);
                 rap.first_frame_rap += usize::from(v.frame_rap);
             }
+            if let Some(d) = r.udp_drops {
+                *loss.udp_socket_drops.get_or_insert(0) += d;
+            }
             rates.push(mbit_per_s(r));
         }
         traffic.mbit_per_s = rates.iter().fold(0.0, |sum, r| sum + r);
@@ -298,11 +310,22 @@ impl Report {
 
     fn write_human(&self, o: &mut String) -> fmt::Result {
         let (run, s, t, l) = (&self.run, &self.sessions, &self.traffic, &self.loss);
-        writeln!(
+        write!(
             o,
-            "{}: {} players ramped at {}/s, then {} s together",
-            run.url, run.players, run.ramp_per_sec, run.duration_secs
+            "{}: {} players ramped at {}/s, then {} s together; over {}",
+            run.url,
+            run.players,
+            run.ramp_per_sec,
+            run.duration_secs,
+            match run.transport {
+                Transport::Tcp => "TCP interleaved",
+                Transport::Udp => "UDP",
+            }
         )?;
+        match run.udp_receive_buffer {
+            Some(b) => writeln!(o, " (socket receive buffers {} KiB)", b / 1024)?,
+            None => writeln!(o)?,
+        }
         writeln!(
             o,
             "sessions       {} established, {} failed, {} ended early; {} keep-alives ({} refused)",
@@ -330,18 +353,20 @@ impl Report {
             )?;
         }
         writeln!(o)?;
-        writeln!(
+        write!(
             o,
-            "loss           {} packets ({:.4} %), {} gaps{}",
+            "loss           {} packets ({:.4} %), {} gaps",
             l.lost_packets,
             l.ratio * 100.0,
             l.gaps,
-            if t.malformed > 0 {
-                format!(", {} malformed", t.malformed)
-            } else {
-                String::new()
-            }
         )?;
+        if t.malformed > 0 {
+            write!(o, ", {} malformed", t.malformed)?;
+        }
+        match l.udp_socket_drops {
+            Some(d) => writeln!(o, "; {d} datagrams dropped by the players' own sockets")?,
+            None => writeln!(o)?,
+        }
         writeln!(
             o,
             "first packet   {} (PLAY sent → first RTP packet)",
@@ -471,6 +496,8 @@ mod tests {
             players: 3,
             ramp_per_sec: 10.0,
             duration_secs: 1.0,
+            transport: Transport::Tcp,
+            udp_receive_buffer: None,
         }
     }
 
@@ -508,6 +535,36 @@ mod tests {
         let text = r.human();
         assert!(text.contains("2 established, 1 failed"), "{text}");
         assert!(text.contains("1 × DESCRIBE: 404 Not Found"), "{text}");
+        assert!(text.contains("over TCP interleaved\n"), "{text}");
+        assert!(!text.contains("dropped by"), "{text}");
+        assert!(r.loss.udp_socket_drops.is_none());
+    }
+
+    #[test]
+    fn sums_udp_socket_drops() {
+        let mut a = session(&[1, 2, 4], 10, true);
+        a.udp_drops = Some(1);
+        let mut b = session(&[1, 2, 3], 10, true);
+        b.udp_drops = Some(0);
+        let info = RunInfo {
+            transport: Transport::Udp,
+            udp_receive_buffer: Some(8 << 20),
+            ..run()
+        };
+        let r = Report::build(info, &[a, b], None);
+        assert_eq!(r.loss.udp_socket_drops, Some(1));
+        let text = r.human();
+        assert!(
+            text.contains("over UDP (socket receive buffers 8192 KiB)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 datagrams dropped by the players' own sockets"),
+            "{text}"
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["run"]["transport"], "udp");
+        assert_eq!(v["loss"]["udp_socket_drops"], 1);
     }
 
     #[test]

@@ -1,26 +1,40 @@
-//! One player session: DESCRIBE → SETUP of every track over RTP/AVP/TCP
-//! interleaved → PLAY, then receive until the end of the run while sending
-//! a `GET_PARAMETER` keep-alive at half the session timeout, then TEARDOWN.
+//! One player session: DESCRIBE → SETUP of every track (RTP/AVP/TCP
+//! interleaved, or RTP/AVP over UDP on a port pair of its own) → PLAY, then
+//! receive until the end of the run while sending a `GET_PARAMETER`
+//! keep-alive at half the session timeout, then TEARDOWN.
 //!
 //! The player answers nothing (no RTCP receiver reports). Every wait is
 //! bounded: the set-up requests by the set-up timeout, playing by the end of
 //! the run, TEARDOWN by [`TEARDOWN_WAIT`].
 
 use crate::client::{ConnError, Connection, ResponseInfo};
-use crate::rap::is_rap;
+use crate::receiver::{session_result, Receiver, TrackReceiver};
 use crate::track::TrackStats;
-use std::net::SocketAddr;
+use crate::udp::{self, PortCursor, PortPair};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamcache_rtsp::framing::Frame;
 use streamcache_rtsp::rtp::Codec;
 use streamcache_rtsp::rtsp_types::Url;
 use streamcache_rtsp::sdp::{self, Sdp};
 use streamcache_rtsp::transport::{LowerTransport, TransportSpec};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at};
 
 /// How long to wait for the answer to TEARDOWN at the end.
 pub const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// How a player receives the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RTP/AVP/TCP interleaved on the RTSP connection.
+    Tcp,
+    /// RTP/AVP over UDP, on an even/odd loopback port pair per track.
+    Udp,
+}
 
 /// What one session is to do.
 #[derive(Debug, Clone)]
@@ -35,6 +49,10 @@ pub struct Plan {
     pub setup_timeout: Duration,
     /// When to stop playing.
     pub stop_at: Instant,
+    /// How the media is to come.
+    pub transport: Transport,
+    /// Where UDP port pairs are taken from (shared by every session).
+    pub ports: Arc<PortCursor>,
 }
 
 /// One track as set up.
@@ -83,6 +101,9 @@ pub struct SessionResult {
     pub keepalives: u32,
     /// Keep-alives answered with a non-2xx status.
     pub keepalive_errors: u32,
+    /// Over UDP: datagrams the kernel dropped on the session's own sockets
+    /// (receive buffer full), when it could be read.
+    pub udp_drops: Option<u64>,
 }
 
 impl SessionResult {
@@ -113,11 +134,18 @@ impl SessionResult {
 struct Prepared {
     conn: Connection,
     tracks: Vec<Track>,
-    /// Interleaved channel → (track index, is RTCP).
-    channels: Vec<Option<(usize, bool)>>,
+    media: Media,
     session_id: String,
     aggregate_url: String,
     keepalive_every: Duration,
+}
+
+/// Where a set-up session's media will come from.
+enum Media {
+    /// Interleaved channel → (track index, is RTCP).
+    Interleaved(Vec<Option<(usize, bool)>>),
+    /// One bound port pair per track, in track order.
+    Udp(Vec<PortPair>),
 }
 
 /// Runs one session to the end of the run. Never panics on network input.
@@ -136,6 +164,12 @@ async fn set_up(plan: &Plan, deadline: tokio::time::Instant) -> Result<Prepared,
         Ok(Err(e)) => return Err(format!("connect: {e}")),
         Ok(Ok(s)) => s,
     };
+    // UDP ports are bound on the address the server sees us at, which on
+    // a loopback connection is a loopback address.
+    let local_ip = stream
+        .local_addr()
+        .map_err(|e| format!("connect: {e}"))?
+        .ip();
     let mut conn = Connection::new(stream);
     let url = plan.url.as_str();
     let describe = exchange(
@@ -167,22 +201,31 @@ async fn set_up(plan: &Plan, deadline: tokio::time::Instant) -> Result<Prepared,
 
     let mut tracks = Vec::with_capacity(track_urls.len());
     let mut channels = vec![None; 256];
+    let mut pairs = Vec::new();
     let mut session: Option<(String, u32)> = None;
     for (index, (media, track_url)) in sdp.media.iter().zip(&track_urls).enumerate() {
-        let wanted = ((2 * index) as u8, (2 * index + 1) as u8);
-        let transport = format!("RTP/AVP/TCP;unicast;interleaved={}-{}", wanted.0, wanted.1);
+        let offer = match plan.transport {
+            Transport::Tcp => TransportSpec::tcp(((2 * index) as u8, (2 * index + 1) as u8)),
+            Transport::Udp => {
+                let pair = bind_udp(local_ip, &plan.ports)?;
+                let offer = TransportSpec::udp((pair.port, pair.port + 1));
+                pairs.push(pair);
+                offer
+            }
+        };
         let reply = exchange(
             &mut conn,
             deadline,
             "SETUP",
             track_url.as_str(),
             session.as_ref().map(|(id, _)| id.as_str()),
-            &[("Transport", &transport)],
+            &[("Transport", &offer.to_string())],
         )
         .await?;
-        let (rtp, rtcp) = interleaved_channels(&reply, wanted)?;
-        channels[usize::from(rtp)] = Some((index, false));
-        channels[usize::from(rtcp)] = Some((index, true));
+        if let Some((rtp, rtcp)) = accepted(&reply, &offer)? {
+            channels[usize::from(rtp)] = Some((index, false));
+            channels[usize::from(rtcp)] = Some((index, true));
+        }
         if session.is_none() {
             let s = reply
                 .session
@@ -203,26 +246,60 @@ async fn set_up(plan: &Plan, deadline: tokio::time::Instant) -> Result<Prepared,
     Ok(Prepared {
         conn,
         tracks,
-        channels,
+        media: match plan.transport {
+            Transport::Tcp => Media::Interleaved(channels),
+            Transport::Udp => Media::Udp(pairs),
+        },
         session_id,
         aggregate_url,
         keepalive_every: Duration::from_secs(u64::from(timeout_secs.max(2)) / 2),
     })
 }
 
-/// The interleaved channels the server chose (ours if it does not say).
-fn interleaved_channels(reply: &ResponseInfo, wanted: (u8, u8)) -> Result<(u8, u8), String> {
-    let Some(value) = reply.transport.as_deref() else {
-        return Ok(wanted);
-    };
-    let first = value.split(',').next().unwrap_or("");
-    let spec = TransportSpec::parse(first).map_err(|e| format!("SETUP: {e}"))?;
-    if spec.lower != LowerTransport::Tcp {
+/// Binds a track's UDP port pair on `ip`, which must be loopback.
+fn bind_udp(ip: IpAddr, ports: &PortCursor) -> Result<PortPair, String> {
+    if !ip.is_loopback() {
         return Err(format!(
-            "SETUP: server answered a non-TCP transport {first:?}"
+            "SETUP: refusing to receive UDP on {ip}, not loopback"
         ));
     }
-    Ok(spec.interleaved.unwrap_or(wanted))
+    udp::bind_pair(ip, ports).map_err(|e| format!("SETUP: UDP ports: {e}"))
+}
+
+/// Checks the server's answer to a SETUP that offered `offer`: the same
+/// lower transport, and over UDP our own client ports (the server may leave
+/// them out). Gives the interleaved channels the server chose (ours if it
+/// does not say), `None` over UDP.
+fn accepted(reply: &ResponseInfo, offer: &TransportSpec) -> Result<Option<(u8, u8)>, String> {
+    let answer = match reply.transport.as_deref() {
+        None => offer.clone(),
+        Some(value) => {
+            let first = value.split(',').next().unwrap_or("");
+            let spec = TransportSpec::parse(first).map_err(|e| format!("SETUP: {e}"))?;
+            if spec.lower != offer.lower {
+                let wanted = match offer.lower {
+                    LowerTransport::Tcp => "TCP",
+                    LowerTransport::Udp => "UDP",
+                };
+                return Err(format!(
+                    "SETUP: server answered a non-{wanted} transport {first:?}"
+                ));
+            }
+            spec
+        }
+    };
+    match offer.lower {
+        LowerTransport::Tcp => Ok(Some(
+            answer.interleaved.or(offer.interleaved).unwrap_or((0, 1)),
+        )),
+        LowerTransport::Udp => match (answer.client_port, offer.client_port) {
+            (Some(theirs), Some(ours)) if theirs != ours => Err(format!(
+                "SETUP: server answered client_port={}-{}, we listen on {}-{}",
+                theirs.0, theirs.1, ours.0, ours.1
+            )),
+            _ => Ok(None),
+        },
+    }
 }
 
 /// Sends a request and waits for a 2xx answer by `deadline`; anything else
@@ -243,112 +320,12 @@ async fn exchange(
     }
 }
 
-/// What a playing session has received so far.
-struct Receiver {
-    /// Interleaved channel → (track index, is RTCP).
-    channels: Vec<Option<(usize, bool)>>,
-    /// The first H.264/H.265 video track, if any.
-    video: Option<usize>,
-    play_sent: Instant,
-    play_cseq: u32,
-    /// Whether PLAY was answered 2xx.
-    answered: bool,
-    first_arrival: Option<Instant>,
-    result: SessionResult,
-}
-
-impl Receiver {
-    fn new(
-        tracks: Vec<Track>,
-        channels: Vec<Option<(usize, bool)>>,
-        play_sent: Instant,
-        play_cseq: u32,
-    ) -> Self {
-        let video = tracks
-            .iter()
-            .position(|t| t.kind == "video" && t.codec != Codec::Other);
-        Receiver {
-            channels,
-            video,
-            play_sent,
-            play_cseq,
-            answered: false,
-            first_arrival: None,
-            result: SessionResult {
-                tracks,
-                ..SessionResult::default()
-            },
-        }
-    }
-
-    /// Accounts one frame that arrived at `at`. An error answer to PLAY
-    /// fails the session.
-    fn on_frame(&mut self, frame: Frame, at: Instant) -> Result<(), String> {
-        match frame {
-            Frame::Response(resp) => {
-                let info = ResponseInfo::from_response(&resp);
-                if info.cseq == Some(self.play_cseq) {
-                    if !info.is_success() {
-                        return Err(format!("PLAY: {}", info.status_line()));
-                    }
-                    self.answered = true;
-                } else if !info.is_success() {
-                    self.result.keepalive_errors += 1;
-                }
-            }
-            Frame::Interleaved { channel, payload } => self.on_interleaved(channel, &payload, at),
-            Frame::Request(_) => {} // requests from the server go unanswered
-        }
-        Ok(())
-    }
-
-    fn on_interleaved(&mut self, channel: u8, packet: &[u8], at: Instant) {
-        let Some((index, is_rtcp)) = self.channels[usize::from(channel)] else {
-            return;
-        };
-        let track = &mut self.result.tracks[index];
-        if is_rtcp {
-            track.stats.rtcp_packets += 1;
-            return;
-        }
-        let Some(header) = track.stats.on_rtp(packet, at) else {
-            return;
-        };
-        let after = at.saturating_duration_since(self.play_sent);
-        self.first_arrival.get_or_insert(at);
-        self.result.first_packet.get_or_insert(after);
-        if Some(index) == self.video {
-            let rap = is_rap(track.codec, header.payload(packet));
-            let first = self.result.first_video.get_or_insert(FirstVideo {
-                after,
-                packet_rap: rap,
-                timestamp: header.timestamp,
-                frame_rap: false,
-            });
-            if header.timestamp == first.timestamp {
-                first.frame_rap |= rap;
-            }
-            if rap {
-                self.result.first_rap.get_or_insert(after);
-            }
-        }
-    }
-
-    /// The result, with receiving counted up to `end`.
-    fn finish(mut self, end: Instant) -> SessionResult {
-        self.result.receiving = self
-            .first_arrival
-            .map_or(Duration::ZERO, |f| end.saturating_duration_since(f));
-        self.result
-    }
-}
-
 /// Sends PLAY and receives until the end of the run.
 async fn play(plan: &Plan, p: Prepared) -> SessionResult {
     let Prepared {
         mut conn,
         tracks,
-        channels,
+        media,
         session_id,
         aggregate_url,
         keepalive_every,
@@ -356,12 +333,28 @@ async fn play(plan: &Plan, p: Prepared) -> SessionResult {
     let session = Some(session_id.as_str());
     let range: Vec<(&str, &str)> = plan.range.iter().map(|r| ("Range", r.as_str())).collect();
 
+    let tracks = TrackReceiver::for_tracks(tracks);
+    // Over UDP each track is read by tasks of its own, which stop when
+    // `stop` is dropped (on every way out of this function).
+    let (stop, stopped) = watch::channel(());
+    let (tracks, channels, receiving) = match media {
+        Media::Interleaved(channels) => (tracks, channels, Vec::new()),
+        Media::Udp(pairs) => {
+            let receiving = pairs
+                .into_iter()
+                .zip(tracks)
+                .map(|(pair, track)| udp::spawn(pair, track, &stopped))
+                .collect();
+            (Vec::new(), Vec::new(), receiving)
+        }
+    };
+
     let play_sent = Instant::now();
     let play_cseq = match conn.send("PLAY", &aggregate_url, session, &range).await {
         Ok(c) => c,
         Err(e) => return SessionResult::failed(format!("PLAY: {e}")),
     };
-    let mut rx = Receiver::new(tracks, channels, play_sent, play_cseq);
+    let mut rx = Receiver::new(tracks, channels, play_cseq);
     let play_deadline = play_sent + plan.setup_timeout;
     let mut next_keepalive = play_sent + keepalive_every;
     let mut keepalives = 0;
@@ -404,12 +397,25 @@ async fn play(plan: &Plan, p: Prepared) -> SessionResult {
             }
         }
     };
+    drop(stop);
     if ended_early.is_none() {
         teardown(&mut conn, &aggregate_url, &session_id).await;
     }
-    let mut result = rx.finish(end);
+    let mut tracks = std::mem::take(&mut rx.tracks);
+    let mut udp_drops = None;
+    if !receiving.is_empty() {
+        let received = udp::join(receiving).await;
+        tracks = received.tracks;
+        udp_drops = received.drops;
+        if ended_early.is_none() {
+            ended_early = received.error.map(|e| format!("UDP receive: {e}"));
+        }
+    }
+    let mut result = session_result(tracks, play_sent, end);
     result.keepalives = keepalives;
+    result.keepalive_errors = rx.keepalive_errors;
     result.ended_early = ended_early;
+    result.udp_drops = udp_drops;
     result
 }
 
@@ -442,107 +448,63 @@ mod tests {
     }
 
     #[test]
+    fn offers_are_written_as_players_do() {
+        assert_eq!(
+            TransportSpec::tcp((2, 3)).to_string(),
+            "RTP/AVP/TCP;unicast;interleaved=2-3"
+        );
+        assert_eq!(
+            TransportSpec::udp((20000, 20001)).to_string(),
+            "RTP/AVP;unicast;client_port=20000-20001"
+        );
+    }
+
+    #[test]
     fn uses_the_channels_the_server_chose() {
+        let offer = TransportSpec::tcp((0, 1));
         let r = reply(Some("RTP/AVP/TCP;unicast;interleaved=6-7;ssrc=01020304"));
-        assert_eq!(interleaved_channels(&r, (0, 1)), Ok((6, 7)));
-        assert_eq!(interleaved_channels(&reply(None), (2, 3)), Ok((2, 3)));
+        assert_eq!(accepted(&r, &offer), Ok(Some((6, 7))));
+        let offer = TransportSpec::tcp((2, 3));
+        assert_eq!(accepted(&reply(None), &offer), Ok(Some((2, 3))));
         let r = reply(Some("RTP/AVP/TCP;unicast"));
-        assert_eq!(interleaved_channels(&r, (4, 5)), Ok((4, 5)));
-    }
-
-    fn h264_packet(sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x80, 96];
-        p.extend_from_slice(&sequence.to_be_bytes());
-        p.extend_from_slice(&timestamp.to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0, 1]);
-        p.extend_from_slice(payload);
-        p
-    }
-
-    fn receiver() -> Receiver {
-        let tracks = vec![
-            Track {
-                kind: "video".into(),
-                codec: Codec::H264,
-                stats: TrackStats::new(Some(90_000)),
-            },
-            Track {
-                kind: "audio".into(),
-                codec: Codec::Other,
-                stats: TrackStats::new(Some(48_000)),
-            },
-        ];
-        let mut channels = vec![None; 256];
-        channels[..4].copy_from_slice(&[
-            Some((0, false)),
-            Some((0, true)),
-            Some((1, false)),
-            Some((1, true)),
-        ]);
-        Receiver::new(tracks, channels, Instant::now(), 5)
-    }
-
-    fn interleaved(channel: u8, payload: Vec<u8>) -> Frame {
-        Frame::Interleaved { channel, payload }
+        assert_eq!(accepted(&r, &offer), Ok(Some((2, 3))));
     }
 
     #[test]
-    fn first_video_frame_is_judged_as_a_whole() {
-        let mut rx = receiver();
-        let t = rx.play_sent + Duration::from_millis(3);
-        // Audio first, then SEI, SPS, IDR start of one frame, then the next frame.
-        for (ch, p) in [
-            (2, h264_packet(1, 0, &[0x11])),
-            (0, h264_packet(10, 900, &[0x06, 0x05])),
-            (0, h264_packet(11, 900, &[0x67, 0x42])),
-            (0, h264_packet(12, 900, &[0x7c, 0x85])),
-            (0, h264_packet(13, 4500, &[0x41, 0x9a])),
-            (1, vec![0x80, 200, 0, 6]),      // RTCP
-            (9, h264_packet(1, 1, &[0x65])), // unknown channel
-        ] {
-            rx.on_frame(interleaved(ch, p), t).unwrap();
-        }
-        let r = rx.finish(t + Duration::from_secs(1));
-        assert_eq!(r.first_packet, Some(Duration::from_millis(3)));
-        let v = r.first_video.unwrap();
-        assert!(!v.packet_rap && v.frame_rap, "{v:?}");
-        assert_eq!(r.first_rap, Some(Duration::from_millis(3)));
-        assert_eq!(
-            (r.tracks[0].stats.packets, r.tracks[1].stats.packets),
-            (4, 1)
-        );
-        assert_eq!(r.tracks[0].stats.rtcp_packets, 1);
-        assert_eq!(r.receiving, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn play_error_fails_and_other_errors_count_as_keepalive_errors() {
-        let answer = |status: &str, cseq: u32| {
-            let text = format!("RTSP/1.0 {status}\r\nCSeq: {cseq}\r\n\r\n");
-            match streamcache_rtsp::framing::decode(text.as_bytes(), &Default::default()) {
-                Ok(Some((frame, _))) => frame,
-                other => panic!("{other:?}"),
-            }
-        };
-        let mut rx = receiver();
-        let now = Instant::now();
-        rx.on_frame(answer("200 OK", 5), now).unwrap();
-        assert!(rx.answered);
-        rx.on_frame(answer("454 Session Not Found", 6), now)
-            .unwrap();
-        assert_eq!(rx.result.keepalive_errors, 1);
-        let mut rx = receiver();
-        assert_eq!(
-            rx.on_frame(answer("503 Service Unavailable", 5), now),
-            Err("PLAY: 503 Service Unavailable".into())
-        );
-    }
-
-    #[test]
-    fn refuses_a_udp_answer() {
+    fn refuses_a_udp_answer_to_tcp() {
         let r = reply(Some("RTP/AVP;unicast;client_port=5000-5001"));
-        assert!(interleaved_channels(&r, (0, 1))
-            .unwrap_err()
-            .contains("non-TCP"));
+        let err = accepted(&r, &TransportSpec::tcp((0, 1))).unwrap_err();
+        assert!(err.contains("non-TCP"), "{err}");
+    }
+
+    #[test]
+    fn accepts_a_udp_answer_on_our_ports_only() {
+        let offer = TransportSpec::udp((20000, 20001));
+        for answer in [
+            None,
+            Some("RTP/AVP;unicast;client_port=20000-20001;server_port=40000-40001;ssrc=1A2B3C4D"),
+            Some("RTP/AVP/UDP;unicast;server_port=40000-40001"),
+        ] {
+            assert_eq!(accepted(&reply(answer), &offer), Ok(None), "{answer:?}");
+        }
+        let r = reply(Some("RTP/AVP;unicast;client_port=30000-30001"));
+        let err = accepted(&r, &offer).unwrap_err();
+        assert!(err.contains("we listen on 20000-20001"), "{err}");
+        let r = reply(Some("RTP/AVP/TCP;unicast;interleaved=0-1"));
+        let err = accepted(&r, &offer).unwrap_err();
+        assert!(err.contains("non-UDP"), "{err}");
+        let r = reply(Some("RTP/SAVP;unicast;client_port=20000-20001"));
+        assert!(accepted(&r, &offer).is_err());
+    }
+
+    #[tokio::test]
+    async fn udp_ports_only_on_loopback() {
+        let ports = PortCursor::new(udp::PORT_RANGE, 7);
+        let err = bind_udp("192.0.2.1".parse().unwrap(), &ports)
+            .err()
+            .unwrap();
+        assert!(err.contains("not loopback"), "{err}");
+        let pair = bind_udp("127.0.0.1".parse().unwrap(), &ports).ok().unwrap();
+        assert_eq!(pair.port % 2, 0);
     }
 }
