@@ -58,10 +58,11 @@ impl TrackDelivery {
 /// Most of the hub's batches framed into one TCP write.
 const BATCHES_PER_WRITE: usize = 64;
 /// A player's send buffer is reused from write to write up to this size; a
-/// bigger one (a joining player's GOP backlog, a burst after a seek) is
-/// let go once sent, so that a thousand players do not each keep a GOP's
-/// worth of memory.
-const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+/// bigger one (a joining player's GOP backlog, a burst after a seek, a
+/// merged tick: 200 ms at 1 Mbit/s is 25 KB) is let go once sent, so that
+/// a thousand players do not each keep that much between writes (the
+/// allocator hands the same memory to the next player's write).
+pub(super) const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Runs until the session is stopped (the task is aborted), the player falls
 /// too far behind, or the presentation ends.

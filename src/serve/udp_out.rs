@@ -22,8 +22,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-/// A send buffer above this is let go once written (see `delivery`).
-const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+use super::delivery::KEEP_BUFFER_BYTES;
+
 /// Most datagrams in one segmented message (the kernel's `UDP_MAX_SEGMENTS`
 /// was 64 before Linux 6.1).
 const MAX_SEGMENTS: usize = 64;
