@@ -382,12 +382,19 @@ fn check_served(store: &Store, ctx: &str) -> u32 {
 /// Records per 128 KiB segment of 1,200-byte payloads.
 const PER_SEGMENT: u64 = 107;
 
+/// A store in `dir` holding title "k" complete: its 1,000 records and its
+/// segment files.
+fn stored_title(dir: &Path) -> (Store, Vec<Rec>, Vec<PathBuf>) {
+    let store = open(dir, config(BIG));
+    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
+    let files = segment_files(&store, "k");
+    (store, recs, files)
+}
+
 #[test]
 fn damage_found_at_open_cuts_the_run_and_makes_the_title_partial() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), config(BIG));
-    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
-    let files = segment_files(&store, "k");
+    let (store, recs, files) = stored_title(dir.path());
     drop(store);
     // In the payload of the 3rd record of the 2nd (sealed) segment.
     let damaged_at = 64 + 2 * 1220;
@@ -444,9 +451,7 @@ fn damage_found_at_open_cuts_the_run_and_makes_the_title_partial() {
 #[test]
 fn damage_found_by_a_cursor_is_skipped_exactly_and_cuts_the_title_there() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), config(BIG));
-    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
-    let files = segment_files(&store, "k");
+    let (store, recs, files) = stored_title(dir.path());
     let reader = store.open_reader("k").unwrap().unwrap();
     let mut early = reader.cursor();
     // The file changes under the mapping: the length field of record 3 of
@@ -526,9 +531,7 @@ fn damage_found_by_a_cursor_is_skipped_exactly_and_cuts_the_title_there() {
 #[test]
 fn records_are_checked_once_per_mapping_and_again_by_the_next_play() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), config(BIG));
-    let recs = write(&store, "k", 1, 1000, 0, PresentationState::Complete);
-    let files = segment_files(&store, "k");
+    let (store, recs, files) = stored_title(dir.path());
     let reader = store.open_reader("k").unwrap().unwrap();
     // `ahead` reads into the 2nd segment, past its 3rd record, and stays there.
     let mut ahead = reader.cursor();
