@@ -183,14 +183,17 @@ fn sendmmsg_once<D: AsRef<[u8]>>(
     messages: &[Range<usize>],
     segment: Option<u16>,
 ) -> io::Result<usize> {
-    let iovs: Vec<Vec<IoSlice<'_>>> = messages
+    // The messages are consecutive ranges: one slice of buffers for all of
+    // them, each message a part of it (no allocation per message).
+    let base = messages.first().map_or(0, |m| m.start);
+    let end = messages.last().map_or(base, |m| m.end);
+    let buffers: Vec<IoSlice<'_>> = datagrams[base..end]
         .iter()
-        .map(|m| {
-            datagrams[m.clone()]
-                .iter()
-                .map(|(_, d)| IoSlice::new(d.as_ref()))
-                .collect()
-        })
+        .map(|(_, d)| IoSlice::new(d.as_ref()))
+        .collect();
+    let iovs: Vec<&[IoSlice<'_>]> = messages
+        .iter()
+        .map(|m| &buffers[m.start - base..m.end - base])
         .collect();
     let addrs: Vec<Option<SockaddrStorage>> = messages
         .iter()
