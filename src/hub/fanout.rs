@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use std::ops::Deref;
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use streamcache_rtsp::{codec, rtp};
@@ -43,37 +44,23 @@ pub type HubBatch = Arc<Batch>;
 #[derive(Debug)]
 pub struct Batch {
     packets: Vec<HubPacket>,
-    /// The packets as interleaved frames on the usual channels, when every
-    /// track fits a [`Batch::tracks`] bit.
-    framed: Option<Bytes>,
+    /// The packets as interleaved frames on the usual channels (`None` when
+    /// a track has no [`Batch::tracks`] bit), made when a player first asks:
+    /// not at all when none plays over TCP.
+    framed: OnceLock<Option<Bytes>>,
     tracks: u64,
-    /// The last RTP packet's SSRC per track, read once for every player.
-    ssrcs: Vec<(usize, u32)>,
+    /// Read once for every player.
+    ssrcs: LastSsrcs,
 }
 
 impl Batch {
     pub fn new(packets: Vec<HubPacket>) -> Batch {
-        let mut framed = BytesMut::new();
-        let mut tracks = 0u64;
-        let mut frameable = true;
-        let mut ssrcs: Vec<(usize, u32)> = Vec::new();
-        for p in &packets {
-            if let Some(ssrc) = rtp::ssrc_of(&p.data).filter(|_| !p.rtcp) {
-                match ssrcs.iter_mut().find(|(track, _)| *track == p.track) {
-                    Some((_, last)) => *last = ssrc,
-                    None => ssrcs.push((p.track, ssrc)),
-                }
-            }
-            let channel = usual_channel(p.track, p.rtcp);
-            frameable &= p.track < 64
-                && channel
-                    .is_some_and(|ch| codec::put_interleaved(ch, &p.data, &mut framed).is_ok());
-            tracks |= track_bit(p.track);
-        }
+        let mut ssrcs = LastSsrcs::default();
+        ssrcs.note_packets(&packets);
         Batch {
+            tracks: packets.iter().fold(0, |bits, p| bits | track_bit(p.track)),
             packets,
-            framed: frameable.then(|| framed.freeze()),
-            tracks,
+            framed: OnceLock::new(),
             ssrcs,
         }
     }
@@ -83,14 +70,63 @@ impl Batch {
         self.tracks
     }
 
-    /// Track and SSRC of each track's last RTP packet.
-    pub fn ssrcs(&self) -> &[(usize, u32)] {
+    /// The SSRC of each track's last RTP packet.
+    pub fn ssrcs(&self) -> &LastSsrcs {
         &self.ssrcs
     }
 
-    /// The packets framed on the usual channels, if they could be.
+    /// The packets framed on the usual channels, if they can be.
     pub fn framed(&self) -> Option<&Bytes> {
-        self.framed.as_ref()
+        self.framed
+            .get_or_init(|| {
+                let mut framed = BytesMut::new();
+                let all = self.packets.iter().all(|p| {
+                    p.track < 64
+                        && usual_channel(p.track, p.rtcp).is_some_and(|ch| {
+                            codec::put_interleaved(ch, &p.data, &mut framed).is_ok()
+                        })
+                });
+                all.then(|| framed.freeze())
+            })
+            .as_ref()
+    }
+}
+
+/// The SSRC of each track's last RTP packet, for the RTCP BYE a player gets
+/// at the end (a presentation has a handful of tracks).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LastSsrcs(Vec<(usize, u32)>);
+
+impl LastSsrcs {
+    pub fn note(&mut self, track: usize, ssrc: u32) {
+        match self.0.iter_mut().find(|(t, _)| *t == track) {
+            Some((_, last)) => *last = ssrc,
+            None => self.0.push((track, ssrc)),
+        }
+    }
+
+    pub fn note_packets(&mut self, packets: &[HubPacket]) {
+        for p in packets.iter().filter(|p| !p.rtcp) {
+            if let Some(ssrc) = rtp::ssrc_of(&p.data) {
+                self.note(p.track, ssrc);
+            }
+        }
+    }
+
+    /// Takes `later`'s SSRCs over these.
+    pub fn note_all(&mut self, later: &LastSsrcs) {
+        for &(track, ssrc) in &later.0 {
+            self.note(track, ssrc);
+        }
+    }
+
+    /// Track and SSRC, in the order the tracks were first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

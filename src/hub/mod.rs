@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use clock::Stamped;
-pub use fanout::{track_bit, usual_channel, Batch, HubBatch, HubPacket};
+pub use fanout::{track_bit, usual_channel, Batch, HubBatch, HubPacket, LastSsrcs};
 pub use recorder::Recorder;
 pub use tail::{Tail, TailCursor, TailRead};
 

@@ -25,7 +25,9 @@ use tracing::warn;
 use super::conn_writer::{ConnWriter, Refused};
 use super::session::{PlayerSession, Sessions};
 use super::udp_out::UdpQueue;
-use crate::hub::{track_bit, usual_channel, Batch, HubPacket, PlayerGuard, Subscription};
+use crate::hub::{
+    track_bit, usual_channel, Batch, HubPacket, LastSsrcs, PlayerGuard, Subscription,
+};
 use crate::playback::{Control, Ended, Playback, Sink, SinkClosed};
 use crate::timing::WriteTicks;
 
@@ -203,8 +205,8 @@ struct Sender {
     /// UDP datagrams waiting for the next flush, per socket (a session has
     /// at most an RTP and an RTCP socket), in the order they were queued.
     datagrams: Vec<UdpQueue>,
-    /// Last SSRC seen per track (a handful), for the BYE.
-    ssrcs: Vec<(usize, u32)>,
+    /// For the BYE.
+    ssrcs: LastSsrcs,
 }
 
 impl Sender {
@@ -227,7 +229,7 @@ impl Sender {
             usual,
             out,
             datagrams: Vec::new(),
-            ssrcs: Vec::new(),
+            ssrcs: LastSsrcs::default(),
         }
     }
 
@@ -236,9 +238,7 @@ impl Sender {
     fn push_hub_batch(&mut self, batch: &Batch) {
         match batch.framed() {
             Some(framed) if self.out.is_some() && batch.tracks() & !self.usual == 0 => {
-                for &(track, ssrc) in batch.ssrcs() {
-                    self.note_ssrc(track, ssrc);
-                }
+                self.ssrcs.note_all(batch.ssrcs());
                 self.seal_batch();
                 self.parts.push(framed.clone());
             }
@@ -247,17 +247,9 @@ impl Sender {
     }
 
     fn push_batch(&mut self, packets: &[HubPacket]) {
-        self.note_ssrcs(packets);
+        self.ssrcs.note_packets(packets);
         for packet in packets {
             self.push_raw(packet.track, packet.rtcp, &packet.data);
-        }
-    }
-
-    fn note_ssrcs(&mut self, packets: &[HubPacket]) {
-        for packet in packets.iter().filter(|p| !p.rtcp) {
-            if let Some(ssrc) = rtp::ssrc_of(&packet.data) {
-                self.note_ssrc(packet.track, ssrc);
-            }
         }
     }
 
@@ -265,13 +257,6 @@ impl Sender {
     fn seal_batch(&mut self) {
         if !self.batch.is_empty() {
             self.parts.push(self.batch.split().freeze());
-        }
-    }
-
-    fn note_ssrc(&mut self, track: usize, ssrc: u32) {
-        match self.ssrcs.iter_mut().find(|(t, _)| *t == track) {
-            Some((_, known)) => *known = ssrc,
-            None => self.ssrcs.push((track, ssrc)),
         }
     }
 
@@ -316,7 +301,7 @@ impl Sender {
         let byes: Vec<(usize, Vec<u8>)> = self
             .ssrcs
             .iter()
-            .map(|&(track, ssrc)| (track, rtp::build_bye(ssrc)))
+            .map(|(track, ssrc)| (track, rtp::build_bye(ssrc)))
             .collect();
         for (track, bye) in byes {
             self.push_raw(track, true, &bye);
@@ -458,7 +443,7 @@ mod tests {
         sender.push_hub_batch(&Batch::new(vec![hub_packet(0, false, 2)]));
         assert!(!sender.parts.is_empty(), "the hub's framing");
         assert_eq!(
-            sender.ssrcs,
+            sender.ssrcs.iter().collect::<Vec<_>>(),
             [(0, 0x0202_0202)],
             "the BYE's SSRC, from the batch"
         );
