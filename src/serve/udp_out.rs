@@ -125,14 +125,12 @@ pub(super) async fn send_datagrams<D: AsRef<[u8]>>(
                 }
             }
             Err(e) if segment.is_some() && refuses_segmentation(&e) => {
-                warn!(error = %e, "UDP segmentation offload refused: datagrams go one by one from now on");
-                GSO.store(false, Ordering::Relaxed);
-                // What is left, planned again without it.
-                let first = rest[0].start;
-                (messages, segment) = plan(&sizes[first..], false);
-                for m in &mut messages {
-                    *m = m.start + first..m.end + first;
+                if GSO.swap(false, Ordering::Relaxed) {
+                    warn!(error = %e, "UDP segmentation offload refused: datagrams go one by one from now on");
                 }
+                // What is left, a datagram a message.
+                messages = (rest[0].start..datagrams.len()).map(|i| i..i + 1).collect();
+                segment = None;
                 rest = &messages[..];
             }
             Err(e) => {
